@@ -1,0 +1,108 @@
+/* luaopen_devmapper_core and the error object shared by every area. */
+#include <errno.h>
+#include <stdarg.h>
+#include <string.h>
+
+#include "devmapper.h"
+#include "internal.h"
+
+/* "op 'name': message (strerror)" */
+static int error_tostring(lua_State *L)
+{
+	luaL_Buffer b;
+	luaL_buffinit(L, &b);
+	lua_getfield(L, 1, "op");
+	luaL_addvalue(&b);
+	if (lua_getfield(L, 1, "name") == LUA_TSTRING) {
+		luaL_addstring(&b, " '");
+		luaL_addvalue(&b);
+		luaL_addstring(&b, "'");
+	} else
+		lua_pop(L, 1);
+	luaL_addstring(&b, ": ");
+	lua_getfield(L, 1, "message");
+	luaL_addvalue(&b);
+	return luaL_pushresult(&b), 1;
+}
+
+static void push_error_metatable(lua_State *L)
+{
+	if (luaL_newmetatable(L, ERROR_TYPE)) {
+		lua_pushcfunction(L, error_tostring);
+		lua_setfield(L, -2, "__tostring");
+	}
+}
+
+int raise_error(lua_State *L, const char *op, const char *name, int err,
+                const char *fmt, ...)
+{
+	va_list ap;
+	lua_createtable(L, 0, 4);
+	lua_pushstring(L, op);
+	lua_setfield(L, -2, "op");
+	if (name) {
+		lua_pushstring(L, name);
+		lua_setfield(L, -2, "name");
+	}
+	lua_pushinteger(L, err);
+	lua_setfield(L, -2, "errno");
+	va_start(ap, fmt);
+	lua_pushvfstring(L, fmt, ap);
+	va_end(ap);
+	if (err) {
+		lua_pushfstring(L, "%s (%s)", lua_tostring(L, -1), strerror(err));
+		lua_remove(L, -2);
+	}
+	lua_setfield(L, -2, "message");
+	push_error_metatable(L);
+	lua_setmetatable(L, -2);
+	return lua_error(L);
+}
+
+/* core.error{op=, name=, errno=, message=}: raise from Lua, same style. */
+static int l_error(lua_State *L)
+{
+	luaL_checktype(L, 1, LUA_TTABLE);
+	lua_settop(L, 1);
+	push_error_metatable(L);
+	lua_setmetatable(L, 1);
+	return lua_error(L);
+}
+
+lua_Integer opt_int_field(lua_State *L, int idx, const char *k, lua_Integer d)
+{
+	lua_Integer v = d;
+	if (lua_type(L, idx) == LUA_TTABLE) {
+		if (lua_getfield(L, idx, k) != LUA_TNIL) {
+			int ok;
+			v = lua_tointegerx(L, -1, &ok);
+			if (!ok)
+				luaL_error(L, "field '%s' must be an integer", k);
+		}
+		lua_pop(L, 1);
+	}
+	return v;
+}
+
+int opt_bool_field(lua_State *L, int idx, const char *k, int d)
+{
+	int v = d;
+	if (lua_type(L, idx) == LUA_TTABLE) {
+		if (lua_getfield(L, idx, k) != LUA_TNIL)
+			v = lua_toboolean(L, -1);
+		lua_pop(L, 1);
+	}
+	return v;
+}
+
+int luaopen_devmapper_core(lua_State *L)
+{
+	lua_newtable(L);
+	lua_pushcfunction(L, l_error);
+	lua_setfield(L, -2, "error");
+	dm_open(L);
+	loop_open(L);
+	blkdev_open(L);
+	key_open(L);
+	return 1;
+}

@@ -1,0 +1,18 @@
+-- The demo: the article's workflows, one after another, on the real kernel.
+-- Each example cleans up after itself; this checks that nothing is left.
+local dm = require "devmapper"
+local dir = arg and arg[0] and arg[0]:match("^(.*)/[^/]*$") or "examples"
+
+print(("device-mapper driver %s"):format(dm.version()))
+for _, name in ipairs {"new", "half", "onenahalf", "tiger", "article"} do
+  local path = dir .. "/" .. name .. ".lua"
+  local f = io.open(path)
+  if f then
+    f:close()
+    print(("-- %s"):format(name))
+    dofile(path)
+  end
+end
+local left = dm.list()
+print(("devices left behind: %d"):format(#left))
+os.exit(#left == 0 and 0 or 1)

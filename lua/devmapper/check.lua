@@ -1,0 +1,52 @@
+--- Validation helpers: every refusal is the module's error object, naming
+-- the field and the rule, raised before the kernel sees anything.
+local core = require "devmapper.core"
+
+local check = {}
+
+local EINVAL = 22
+
+--- Raise an error object {op, name, errno = EINVAL, message}.
+-- @tparam string op the operation ("create", "table", ...)
+-- @tparam ?string name the device or object concerned
+-- @tparam string fmt message format, then its arguments
+function check.fail(op, name, fmt, ...)
+  core.error {op = op, name = name, errno = EINVAL, message = fmt:format(...)}
+end
+
+--- A device name as the kernel accepts it: 1-127 bytes, no '/', not "control".
+function check.name(op, name)
+  if type(name) ~= "string" then
+    check.fail(op, nil, "field 'name' must be a string, got %s", type(name))
+  end
+  if #name < 1 or #name > 127 then
+    check.fail(op, name, "field 'name' must be 1 to 127 bytes long (it is %d)", #name)
+  end
+  if name:find("/", 1, true) then check.fail(op, name, "field 'name' must not contain '/'") end
+  if name == "control" or name == "." or name == ".." then
+    check.fail(op, name, "field 'name' must not be %q (reserved)", name)
+  end
+  return name
+end
+
+--- A uuid: at most 128 bytes.
+function check.uuid(op, name, uuid)
+  if uuid == nil then return nil end
+  if type(uuid) ~= "string" or #uuid < 1 or #uuid > 128 then
+    check.fail(op, name, "field 'uuid' must be a string of 1 to 128 bytes")
+  end
+  return uuid
+end
+
+--- A whole number >= min; nil allowed when optional.
+function check.integer(op, name, field, v, min, optional)
+  if v == nil and optional then return nil end
+  if math.type(v) ~= "integer" and not (type(v) == "number" and v == math.floor(v)) then
+    check.fail(op, name, "field '%s' must be an integer, got %s", field, tostring(v))
+  end
+  v = math.tointeger(v)
+  if min and v < min then check.fail(op, name, "field '%s' must be >= %d (it is %d)", field, min, v) end
+  return v
+end
+
+return check

@@ -1,0 +1,39 @@
+--- lua-devmapper: script Linux device-mapper from Lua.
+-- @module devmapper
+-- @usage local dm = require "devmapper"
+local device = require "devmapper.device"
+local kernel = require "devmapper.kernel"
+local target = require "devmapper.target"
+
+local dm = {
+  _VERSION = "lua-devmapper scm",
+  loop = require "devmapper.loop",
+  table = require "devmapper.table",
+  key = require "devmapper.key",
+  linear = target.linear,
+  striped = target.striped,
+  zero = target.zero,
+  error = target.error,
+  create = device.create,
+  device = device.open,
+  list = device.list,
+  scope = require("devmapper.scope").new,
+  --- Trace, dry-run and fault-injection knobs (see devmapper.kernel).
+  kernel = kernel,
+}
+
+--- The device-mapper driver version, e.g. "4.47.0".
+function dm.version() return kernel.call("dm_version") end
+
+--- Target types the kernel has loaded: {linear = "1.4.0", ...}.
+function dm.targets() return kernel.call("dm_targets") end
+
+--- Facts about a block device: the article's `ls -l /dev | grep "7, *0"` done for you.
+-- @param dev a path, "major:minor", a Loop or a Device
+-- @treturn table {path, major, minor, sectors, logical_block_size, dm_name?, loop_backing?, holders}
+function dm.blockdev(dev)
+  if type(dev) == "table" then dev = dev.path end
+  return kernel.blkdev(dev)
+end
+
+return dm

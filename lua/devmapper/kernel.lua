@@ -1,0 +1,190 @@
+--- Every kernel operation of the module passes through here, once.
+-- This is where `--trace` prints the dmsetup/losetup equivalent of each
+-- operation, where `--dry-run` stops it (answering from a model of what
+-- would exist), and where specs inject a fault into the Nth operation.
+local core = require "devmapper.core"
+
+local kernel = {
+  trace = os.getenv("DMLUA_TRACE") ~= nil,
+  dry_run = os.getenv("DMLUA_DRY_RUN") ~= nil,
+  --- Specs set this to function(op, name) returning true to make that operation fail.
+  fault = nil,
+  --- Operations that reached the kernel, counted (specs use it to prove a no-op).
+  count = {},
+  out = io.stderr,
+}
+
+local function q(s)
+  s = tostring(s)
+  if s:match("^[%w%-%./:_=@,+]+$") then return s end
+  return "'" .. s:gsub("'", "'\\''") .. "'"
+end
+
+local function lines(targets)
+  local t = {}
+  for i, s in ipairs(targets) do t[i] = ("%d %d %s %s"):format(s.start, s.length, s.type, s.params) end
+  return t
+end
+
+-- dmsetup reads a one-line table from --table, several lines from stdin.
+local function table_arg(targets)
+  local l = lines(targets)
+  if #l == 1 then return "--table " .. q(l[1]) end
+  return "<<'EOF'\n" .. table.concat(l, "\n") .. "\nEOF"
+end
+
+local function flags(opts, names)
+  local s = ""
+  for _, n in ipairs(names) do
+    if opts and opts[n[1]] then s = s .. " " .. n[2] .. (n[3] and (" " .. q(opts[n[1]])) or "") end
+  end
+  return s
+end
+
+-- How each operation reads as a command line.
+local render = {
+  dm_create = function(name, targets, o)
+    return "dmsetup create " .. q(name) .. flags(o, {{"uuid", "--uuid", true}, {"readonly", "--readonly"}})
+           .. " " .. table_arg(targets)
+  end,
+  dm_load = function(name, targets, o)
+    return "dmsetup load " .. q(name) .. flags(o, {{"readonly", "--readonly"}}) .. " " .. table_arg(targets)
+  end,
+  dm_suspend = function(name, o)
+    return "dmsetup suspend" .. flags(o, {{"noflush", "--noflush"}, {"nolockfs", "--nolockfs"}}) .. " " .. q(name)
+  end,
+  dm_resume = function(name) return "dmsetup resume " .. q(name) end,
+  dm_clear = function(name) return "dmsetup clear " .. q(name) end,
+  dm_remove = function(name, o)
+    return "dmsetup remove" .. flags(o, {{"deferred", "--deferred"}}) .. " --retry " .. q(name)
+  end,
+  dm_rename = function(name, new) return "dmsetup rename " .. q(name) .. " " .. q(new) end,
+  dm_message = function(name, sector, msg) return ("dmsetup message %s %d %s"):format(q(name), sector, q(msg)) end,
+  dm_table = function(name, o) return "dmsetup table" .. flags(o, {{"inactive", "--inactive"}}) .. " " .. q(name) end,
+  dm_status = function(name, o) return "dmsetup status" .. flags(o, {{"inactive", "--inactive"}}) .. " " .. q(name) end,
+  dm_info = function(name) return "dmsetup info " .. q(name) end,
+  dm_deps = function(name) return "dmsetup deps " .. q(name) end,
+  dm_list = function() return "dmsetup ls" end,
+  dm_version = function() return "dmsetup version" end,
+  dm_targets = function() return "dmsetup targets" end,
+  loop_file = function(path, bytes) return ("truncate -s %d %s"):format(bytes, q(path)) end,
+  loop_attach = function(file, o)
+    return "losetup" .. flags(o, {{"readonly", "--read-only"}, {"offset", "--offset", true},
+                                  {"sizelimit", "--sizelimit", true}, {"direct_io", "--direct-io=on"},
+                                  {"partscan", "--partscan"}})
+           .. " --find --show " .. q(file)
+  end,
+  loop_detach = function(path) return "losetup --detach " .. q(path) end,
+  loop_info = function(path) return "losetup --list " .. q(path) end,
+  loop_find = function(file) return "losetup --associated " .. q(file) end,
+  key_add = function(desc) return "keyctl padd logon " .. q(desc) .. " @u <key>" end,
+  key_unlink = function(desc) return "keyctl unlink %:logon:" .. desc end,
+}
+
+-- What --dry-run answers: a model of the devices and loops that would exist.
+local dry = {devices = {}, loops = {}, next_minor = 0, next_loop = 0}
+
+local dry_ops = {
+  dm_create = function(name, targets, o)
+    dry.devices[name] = {targets = targets, minor = dry.next_minor, uuid = o and o.uuid}
+    dry.next_minor = dry.next_minor + 1
+  end,
+  dm_load = function(name, targets) if dry.devices[name] then dry.devices[name].inactive = targets end end,
+  dm_resume = function(name)
+    local d = dry.devices[name]
+    if d and d.inactive then d.targets, d.inactive = d.inactive, nil end
+  end,
+  dm_remove = function(name) dry.devices[name] = nil end,
+  dm_rename = function(name, new) dry.devices[new], dry.devices[name] = dry.devices[name], nil end,
+  dm_table = function(name, o)
+    local d = dry.devices[name]
+    return d and (o and o.inactive and d.inactive or d.targets) or {}
+  end,
+  dm_status = function() return {} end,
+  dm_info = function(name)
+    local d = dry.devices[name]
+    if not d then return nil end
+    return {name = name, uuid = d.uuid, exists = true, suspended = false, readonly = false, live_table = true,
+            inactive_table = d.inactive ~= nil, open_count = 0, event_nr = 0, major = 253, minor = d.minor,
+            target_count = #d.targets}
+  end,
+  dm_deps = function() return {} end,
+  dm_list = function()
+    local l = {}
+    for name, d in pairs(dry.devices) do l[#l + 1] = {name = name, major = 253, minor = d.minor} end
+    table.sort(l, function(a, b) return a.name < b.name end)
+    return l
+  end,
+  dm_version = function() return "dry-run" end,
+  dm_targets = function() return {} end,
+  loop_file = function(path, bytes) dry.loops[path] = {bytes = bytes} end,
+  loop_attach = function(file, o)
+    local n = dry.next_loop
+    dry.next_loop = n + 1
+    local bytes = (dry.loops[file] or {}).bytes
+    if not bytes then
+      local f = io.open(file, "rb")
+      bytes = f and f:seek("end") or 0
+      if f then f:close() end
+    end
+    local l = {path = "/dev/loop" .. n .. "?", number = n, major = 7, minor = 1000 + n,
+               backing_file = file, sectors = (bytes - (o and o.offset or 0)) // 512}
+    dry.loops[l.path] = l
+    return {path = l.path, number = n, major = 7, minor = l.minor}
+  end,
+  loop_detach = function(path) dry.loops[path] = nil end,
+  loop_info = function(path) return dry.loops[path] end,
+  loop_find = function() return {} end,
+  key_add = function(desc) return desc end,
+}
+
+--- Call core[op](...) through the trace, dry-run and fault hooks.
+-- @tparam string op a core function name ("dm_create", "loop_attach", ...)
+function kernel.call(op, ...)
+  if kernel.fault and kernel.fault(op, ...) then
+    core.error {op = op:gsub("^%a+_", ""), name = tostring((...)), errno = 5, message = "injected fault"}
+  end
+  if kernel.trace or kernel.dry_run then
+    kernel.out:write((kernel.dry_run and "(dry-run) " or "+ "), render[op](...), "\n")
+  end
+  if kernel.dry_run then
+    local f = dry_ops[op]
+    if f then return f(...) end
+    return nil
+  end
+  kernel.count[op] = (kernel.count[op] or 0) + 1
+  return core[op](...)
+end
+
+--- Block-device facts (sysfs reads, not kernel operations: never traced).
+-- In a dry run, the loops and devices that would exist answer too.
+function kernel.blkdev(dev)
+  if kernel.dry_run then
+    local l = dry.loops[dev]
+    for _, x in pairs(dry.loops) do
+      if x.major and ("%d:%d"):format(x.major, x.minor) == dev then l = x end
+    end
+    if l and l.major then
+      return {path = l.path, major = 7, minor = l.minor, sectors = l.sectors, logical_block_size = 512,
+              loop_backing = l.backing_file, holders = {}}
+    end
+    local name = dev:match("^/dev/mapper/(.+)$")
+    for n, d in pairs(dry.devices) do
+      if n == name or dev == "253:" .. d.minor then
+        local last = d.targets[#d.targets]
+        return {path = "/dev/mapper/" .. n, major = 253, minor = d.minor, dm_name = n,
+                sectors = last.start + last.length, logical_block_size = 512, holders = {}}
+      end
+    end
+  end
+  return core.blkdev(dev)
+end
+
+--- Total kernel operations counted so far (for specs).
+function kernel.total()
+  local n = 0
+  for _, c in pairs(kernel.count) do n = n + c end
+  return n
+end
+
+return kernel

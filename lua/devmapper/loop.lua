@@ -1,0 +1,105 @@
+--- Loop devices ("How To Fake It With A Loop"): a file as a block device.
+local kernel = require "devmapper.kernel"
+local size = require "devmapper.size"
+local check = require "devmapper.check"
+local scope = require "devmapper.scope"
+
+local loop = {}
+
+local Loop = {__name = "devmapper.Loop"}
+Loop.__index = Loop
+
+local function wrap(l, file, made_file)
+  return setmetatable({path = l.path, number = l.number, major = l.major, minor = l.minor,
+                       file = file, made_file = made_file}, Loop)
+end
+
+local function attach_opts(opts)
+  opts = opts or {}
+  local o = {}
+  for _, k in ipairs {"readonly", "autoclear", "direct_io", "partscan"} do o[k] = opts[k] and true or nil end
+  for _, k in ipairs {"offset", "sizelimit"} do
+    if opts[k] ~= nil and opts[k] ~= 0 then o[k] = size.bytes(opts[k], k) end
+  end
+  return o
+end
+
+--- Attach a loop device to an existing file (losetup --find --show).
+-- @tparam string file
+-- @tparam[opt] table opts {readonly=, autoclear=, offset=, sizelimit=, direct_io=, partscan=};
+-- offset and sizelimit are sizes ("1MiB") or sectors
+-- @treturn Loop
+-- @usage local l = dm.loop.attach("/tmp/store2", {autoclear = true})
+function loop.attach(file, opts)
+  if type(file) ~= "string" then check.fail("loop.attach", nil, "field 'file' must be a path, got %s", type(file)) end
+  local l = wrap(kernel.call("loop_attach", file, attach_opts(opts)), file, false)
+  scope.track("loop " .. l.path, function()
+    local i = kernel.call("loop_info", l.path)
+    -- still ours (not detached and reused by someone else meanwhile)?
+    if i and (i.backing_file == file or i.backing_file:sub(-#file - 1) == "/" .. file) then l:detach() end
+    if l.made_file then os.remove(l.file) end
+  end)
+  return l
+end
+
+--- Make a sparse file of the given size and attach a loop device to it.
+-- The file must not exist yet unless opts.reuse is set.
+-- @tparam string file
+-- @param sz sectors or a size like "2MiB"
+-- @tparam[opt] table opts as for attach, plus reuse
+-- @treturn Loop
+-- @usage local l1 = dm.loop.create("/tmp/store1", "2MiB")
+function loop.create(file, sz, opts)
+  if type(file) ~= "string" then check.fail("loop.create", nil, "field 'file' must be a path, got %s", type(file)) end
+  local bytes = size.bytes(sz, "size")
+  kernel.call("loop_file", file, bytes, {reuse = opts and opts.reuse})
+  local ok, l = pcall(loop.attach, file, opts)
+  if not ok then
+    if not (opts and opts.reuse) then os.remove(file) end
+    error(l, 0)
+  end
+  l.made_file = not (opts and opts.reuse)
+  return l
+end
+
+--- The Loop for an attached loop device path, or nil when it is not bound.
+function loop.open(path)
+  local i = kernel.call("loop_info", path)
+  return i and wrap(i, i.backing_file, false)
+end
+
+--- Loop devices attached to a file.
+-- @treturn {Loop,...}
+function loop.find(file)
+  local out = {}
+  for i, p in ipairs(kernel.call("loop_find", file)) do out[i] = loop.open(p) end
+  return out
+end
+
+--- Detach (losetup -d). A device still in use is detached when released.
+function Loop:detach()
+  kernel.call("loop_detach", self.path)
+end
+
+--- Detach and delete the backing file, when loop.create made it.
+function Loop:remove()
+  self:detach()
+  if self.made_file then os.remove(self.file) end
+end
+
+--- {backing_file, offset, sizelimit (bytes), readonly, autoclear, partscan, direct_io}
+function Loop:info()
+  return kernel.call("loop_info", self.path)
+end
+
+--- Size in 512-byte sectors.
+function Loop:sectors()
+  return kernel.blkdev(self.path).sectors
+end
+
+function Loop:devno() return self.major .. ":" .. self.minor end
+
+function Loop:__tostring() return ("devmapper.Loop %s (%s)"):format(self.path, self.file or "?") end
+
+loop.Loop = Loop
+return loop

@@ -1,0 +1,81 @@
+-- Helpers for specs: scratch loops, the dmsetup oracle, leftovers checks.
+local dm = require "devmapper"
+
+local support = {}
+
+local counter = 0
+
+--- A fresh scratch directory under /tmp, removed by finally().
+function support.tmpdir()
+  counter = counter + 1
+  local dir = ("/tmp/dmspec-%d-%d"):format(math.random(1e9), counter)
+  assert(os.execute("mkdir -p " .. dir))
+  finally(function() os.execute("rm -rf " .. dir) end)
+  return dir
+end
+
+--- n loops of the given size over sparse files, detached by finally().
+function support.loops(n, size)
+  local dir = support.tmpdir()
+  local l = {}
+  for i = 1, n do l[i] = dm.loop.create(("%s/store%d"):format(dir, i), size or "2MiB") end
+  finally(function() for i = n, 1, -1 do pcall(l[i].remove, l[i]) end end)
+  return table.unpack(l)
+end
+
+--- A device removed by finally() if the spec did not remove it.
+function support.device(name, t, opts)
+  local dev = dm.create(name, t, opts)
+  finally(function()
+    if dev:info() then
+      require("devmapper.device").ensure_resumed(dev.name)
+      pcall(dev.remove, dev)
+    end
+  end)
+  return dev
+end
+
+--- Run a shell command (the oracles: dmsetup, cryptsetup, ...); output, exit status.
+function support.sh(cmd)
+  local p = io.popen(cmd .. " 2>&1")
+  local out = p:read("a")
+  local ok, _, code = p:close()
+  return out, ok and 0 or code
+end
+
+--- dmsetup as the oracle (no udev in the sandbox: it makes its own nodes).
+function support.dmsetup(args)
+  local out, code = support.sh("DM_DISABLE_UDEV=1 dmsetup " .. args)
+  return (out:gsub("%s+\n", "\n"):gsub("%s+$", "")), code
+end
+
+--- Read n bytes at a byte offset of a block device or file.
+function support.read(path, offset, n)
+  local f = assert(io.open(path, "rb"))
+  f:seek("set", offset)
+  local s = f:read(n)
+  f:close()
+  return s
+end
+
+--- Write a string at a byte offset, then flush it through to the device.
+function support.write(path, offset, s)
+  local f = assert(io.open(path, "r+b"))
+  f:seek("set", offset)
+  f:write(s)
+  f:close()
+  os.execute("sync")
+end
+
+--- The names of the device-mapper devices now present.
+function support.names()
+  local t = {}
+  for _, d in ipairs(dm.list()) do t[#t + 1] = d.name end
+  table.sort(t)
+  return t
+end
+
+--- Whole-table text as dmsetup prints it (trailing blanks dropped).
+function support.text(t) return (tostring(t):gsub("%s+\n", "\n"):gsub("%s+$", "")) end
+
+return support
