@@ -57,8 +57,11 @@ test-host: all
 demo: deps all
 	build/dmlua --sandbox examples/demo.lua
 
-bench: deps all
-	build/dmlua --sandbox bench/cycle.lua
+build/bench-floor: bench/floor.c
+	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
+
+bench: deps all build/bench-floor
+	build/dmlua --sandbox bench/cycle.lua $(N)
 
 install: all
 	install -D -m 755 build/dmlua $(DESTDIR)$(PREFIX)/bin/dmlua

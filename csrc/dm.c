@@ -61,8 +61,11 @@ static void kmsg_reason(char *out, size_t size)
 		msg++;
 		if ((nl = strchr(msg, '\n')))
 			*nl = '\0';
-		if (strncmp(msg, "device-mapper:", 14) == 0)
-			snprintf(out, size, "%s", msg); /* the last one is the cause */
+		/* the first records name the cause; later ones the ioctl's failure */
+		if (strncmp(msg, "device-mapper:", 14) == 0 && !strstr(out, msg)) {
+			size_t len = strlen(out);
+			snprintf(out + len, size - len, "%s%s", len ? "; " : "", msg);
+		}
 	}
 }
 

@@ -45,6 +45,32 @@ static int l_file(lua_State *L)
 	return 0;
 }
 
+/* Open descriptors of the autoclear loops this process attached. */
+#define MAX_HELD 64
+static struct { int number, fd; } held[MAX_HELD];
+static int nheld;
+
+static void hold(int number, int fd)
+{
+	if (nheld == MAX_HELD) {
+		close(fd);
+		return;
+	}
+	held[nheld].number = number;
+	held[nheld++].fd = fd;
+}
+
+static void release(int number)
+{
+	int i;
+	for (i = 0; i < nheld; i++)
+		if (held[i].number == number) {
+			close(held[i].fd);
+			held[i] = held[--nheld];
+			return;
+		}
+}
+
 static int loop_path(char *buf, size_t size, int n)
 {
 	return snprintf(buf, size, "/dev/loop%d", n);
@@ -128,7 +154,12 @@ static int l_attach(lua_State *L)
 			rc = configure_legacy(lfd, &cfg);
 		if (rc == 0) {
 			fstat(lfd, &st);
-			close(lfd);
+			/* An autoclear loop goes when its last opener closes it: hold it
+			 * open until loop_detach, or it would go right now. */
+			if (cfg.info.lo_flags & LO_FLAGS_AUTOCLEAR)
+				hold(n, lfd);
+			else
+				close(lfd);
 			close(ctl);
 			close(ffd);
 			push_loop(L, n, st.st_rdev);
@@ -146,20 +177,25 @@ static int l_attach(lua_State *L)
 	}
 }
 
-/* core.loop_detach(path): LOOP_CLR_FD; a device still open is detached by
- * the kernel when its last user closes it. */
+/* core.loop_detach(path): LOOP_CLR_FD; a device still open (say, under a
+ * dm table) is detached by the kernel when its last user closes it. */
 static int l_detach(lua_State *L)
 {
 	const char *path = luaL_checkstring(L, 1);
 	int fd = open(path, O_RDONLY | O_CLOEXEC);
 	if (fd < 0)
 		return raise_error(L, "loop.detach", path, errno, "cannot open");
+	struct loop_info64 info;
+	int number = ioctl(fd, LOOP_GET_STATUS64, &info) == 0 ? (int)info.lo_number : -1;
 	if (ioctl(fd, LOOP_CLR_FD, 0) < 0) {
 		int err = errno;
 		close(fd);
+		if (err == ENXIO && number < 0) /* not bound: nothing to do */
+			return 0;
 		return raise_error(L, "loop.detach", path, err, "cannot detach");
 	}
 	close(fd);
+	release(number);
 	return 0;
 }
 

@@ -2,6 +2,7 @@
 -- dmsetup command makes on the same loops, and each example leaves nothing.
 local dm = require "devmapper"
 local support = require "spec.support"
+after_each(support.cleanup)
 
 -- The article's commands, for loops at $L1 and $L2.
 local article = {

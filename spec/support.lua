@@ -3,30 +3,49 @@ local dm = require "devmapper"
 
 local support = {}
 
+-- busted's finally() keeps one function per test and is not reachable from
+-- modules; specs defer any number of cleanups here instead, and each spec
+-- file runs `after_each(support.cleanup)`.
+local deferred = {}
+
+--- Run fn after the current test, newest first, even when it failed.
+function support.defer(fn)
+  deferred[#deferred + 1] = fn
+end
+
+function support.cleanup()
+  while #deferred > 0 do
+    local ok, err = pcall(table.remove(deferred))
+    if not ok then io.stderr:write("cleanup: ", tostring(err), "\n") end
+  end
+end
+
+
+
 local counter = 0
 
---- A fresh scratch directory under /tmp, removed by finally().
+--- A fresh scratch directory under /tmp, removed after the test.
 function support.tmpdir()
   counter = counter + 1
   local dir = ("/tmp/dmspec-%d-%d"):format(math.random(1e9), counter)
   assert(os.execute("mkdir -p " .. dir))
-  finally(function() os.execute("rm -rf " .. dir) end)
+  support.defer(function() os.execute("rm -rf " .. dir) end)
   return dir
 end
 
---- n loops of the given size over sparse files, detached by finally().
+--- n loops of the given size over sparse files, detached after the test.
 function support.loops(n, size)
   local dir = support.tmpdir()
   local l = {}
   for i = 1, n do l[i] = dm.loop.create(("%s/store%d"):format(dir, i), size or "2MiB") end
-  finally(function() for i = n, 1, -1 do pcall(l[i].remove, l[i]) end end)
+  support.defer(function() for i = n, 1, -1 do pcall(l[i].remove, l[i]) end end)
   return table.unpack(l)
 end
 
---- A device removed by finally() if the spec did not remove it.
+--- A device removed after the test if the spec did not remove it.
 function support.device(name, t, opts)
   local dev = dm.create(name, t, opts)
-  finally(function()
+  support.defer(function()
     if dev:info() then
       require("devmapper.device").ensure_resumed(dev.name)
       pcall(dev.remove, dev)
@@ -65,6 +84,22 @@ function support.write(path, offset, s)
   f:write(s)
   f:close()
   os.execute("sync")
+end
+
+--- Whether a path opens (the file is closed again at once).
+function support.opens(path, mode)
+  local f = io.open(path, mode or "rb")
+  if f then f:close() end
+  return f ~= nil
+end
+
+--- Whether a write to a device goes through (a read-only device refuses it).
+function support.writable(path)
+  local f = io.open(path, "r+b")
+  if not f then return false end
+  local ok = f:write(("x"):rep(512)) and f:flush()
+  f:close()
+  return ok and true or false
 end
 
 --- The names of the device-mapper devices now present.

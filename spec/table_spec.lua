@@ -48,6 +48,8 @@ describe("table", function()
 
   it("refuses what is not a table", function()
     refused(function() dm.table.parse("0 x linear") end, "line 1: expected 'start length type params'")
+    refused(function() dm.table.parse("0 8 linear 7:0 0 extra") end, "linear takes 2 parameters (device offset), got 3")
+    refused(function() dm.table.parse("0 8 striped 2 16 7:0 0") end, "striped takes 6 parameters")
     refused(function() dm.table {42} end, "segment 1 must be a target")
     refused(function() dm.table {dm.zero(0)} end, "field 'length' must be > 0")
     refused(function() dm.zero("3 parsecs") end, "field 'length' must be sectors or a size")

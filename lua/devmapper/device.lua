@@ -21,6 +21,17 @@ local function as_table(t, op, name)
   check.fail(op, name, "field 'table' must be a table, a target or dmsetup table text, got %s", type(t))
 end
 
+-- The ioctl with the table's preparations (keyring keys) made first and
+-- taken back if it fails.
+local function with_prepared(t, op, name, targets, opts)
+  t:prepare()
+  local ok, err = pcall(kernel.call, op, name, targets, opts)
+  if not ok then
+    t:prepare(true)
+    error(err, 0)
+  end
+end
+
 --- Create a device with a table and make it live (dmsetup create).
 -- @tparam string name 1-127 bytes, no '/'
 -- @param t a Table, a single target, or dmsetup table text
@@ -31,8 +42,9 @@ function device.create(name, t, opts)
   opts = opts or {}
   check.name("create", name)
   check.uuid("create", name, opts.uuid)
-  local targets = as_table(t, "create", name):targets(dmtable.context(opts.lookup), "create", name)
-  kernel.call("dm_create", name, targets, {uuid = opts.uuid, readonly = opts.readonly})
+  t = as_table(t, "create", name)
+  with_prepared(t, "dm_create", name, t:targets(dmtable.context(opts.lookup), "create", name),
+                {uuid = opts.uuid, readonly = opts.readonly})
   local dev = wrap(name)
   scope.track("device " .. name, function()
     if kernel.call("dm_info", dev.name) then
@@ -61,8 +73,9 @@ end
 --- Load a table into the inactive slot (dmsetup load); resume makes it live.
 function Device:load(t, opts)
   opts = opts or {}
-  local targets = as_table(t, "load", self.name):targets(dmtable.context(opts.lookup), "load", self.name)
-  kernel.call("dm_load", self.name, targets, {readonly = opts.readonly})
+  t = as_table(t, "load", self.name)
+  with_prepared(t, "dm_load", self.name, t:targets(dmtable.context(opts.lookup), "load", self.name),
+                {readonly = opts.readonly})
   return self
 end
 

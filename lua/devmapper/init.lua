@@ -4,6 +4,12 @@
 local device = require "devmapper.device"
 local kernel = require "devmapper.kernel"
 local target = require "devmapper.target"
+local crypt = require "devmapper.crypt"
+local snapshot = require "devmapper.snapshot"
+local stack = require "devmapper.stack"
+
+-- A removed crypt device takes its keyring keys with it.
+table.insert(device.after_remove, crypt.unlink_keys)
 
 local dm = {
   _VERSION = "lua-devmapper scm",
@@ -14,6 +20,11 @@ local dm = {
   striped = target.striped,
   zero = target.zero,
   error = target.error,
+  crypt = crypt.new,
+  snapshot = snapshot,
+  origin = snapshot.origin,
+  stack = stack,
+  cleanup = stack.cleanup,
   create = device.create,
   device = device.open,
   list = device.list,

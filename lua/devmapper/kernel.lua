@@ -138,6 +138,10 @@ local dry_ops = {
   key_add = function(desc) return desc end,
 }
 
+--- The command line an operation reads as (for plans).
+-- @tparam string op a core function name, then its arguments
+function kernel.render(op, ...) return render[op](...) end
+
 --- Call core[op](...) through the trace, dry-run and fault hooks.
 -- @tparam string op a core function name ("dm_create", "loop_attach", ...)
 function kernel.call(op, ...)

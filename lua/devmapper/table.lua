@@ -127,7 +127,18 @@ end
 -- @tparam[opt] table ctx from M.context
 -- @tparam[opt] string op, name for error messages
 function Table:targets(ctx, op, name)
-  return resolve(self, ctx or M.context(), op or "table", name, true)
+  ctx = ctx or M.context()
+  ctx.kernel = true
+  return resolve(self, ctx, op or "table", name, true)
+end
+
+--- Run each segment's preparation for the kernel (a crypt key goes into the
+-- keyring); `undo` takes it back after a failed ioctl.
+function Table:prepare(undo)
+  for _, s in ipairs(self) do
+    local f = s:spec()[undo and "unprepare" or "prepare"]
+    if f then f(s) end
+  end
 end
 
 --- Check against the kernel's rules; raises an error naming field and rule.

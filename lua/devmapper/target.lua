@@ -48,6 +48,13 @@ local function sectors_opt(v, field)
 end
 target.sectors_opt = sectors_opt
 
+--- Refuse a parameter list of the wrong length when parsing.
+function target.words(type_name, words, n, form)
+  if #words ~= n then
+    check.fail("table.parse", nil, "%s takes %d parameters (%s), got %d", type_name, n, form, #words)
+  end
+end
+
 -- Unknown types (read back from the kernel): parameters kept verbatim.
 target.define(false, {
   params = function(s) return s.params end,
@@ -65,7 +72,10 @@ end
 
 target.define("linear", {
   params = function(s, ctx) return ctx.dev(s.dev) .. " " .. s.offset end,
-  parse = function(w) return {dev = w[1], offset = math.tointeger(tonumber(w[2]))} end,
+  parse = function(w)
+    target.words("linear", w, 2, "device offset")
+    return {dev = w[1], offset = math.tointeger(tonumber(w[2]))}
+  end,
   length = function(s, ctx) return ctx.facts(s.dev).sectors - s.offset end,
   devices = function(s) return {s.dev} end,
   check = function(s, ctx, fail)
@@ -104,6 +114,7 @@ target.define("striped", {
   end,
   parse = function(w)
     local n = math.tointeger(tonumber(w[1]))
+    target.words("striped", w, 2 + 2 * (n or 0), "#stripes chunk (device offset)...")
     local s = {chunk = math.tointeger(tonumber(w[2])), stripes = {}}
     for i = 1, n or 0 do
       s.stripes[i] = {dev = w[1 + 2 * i], offset = math.tointeger(tonumber(w[2 + 2 * i]))}
@@ -160,7 +171,10 @@ function target.error(length)
 end
 
 for _, t in ipairs {"zero", "error"} do
-  target.define(t, {params = function() return "" end, parse = function() return {} end})
+  target.define(t, {params = function() return "" end, parse = function(w)
+    target.words(t, w, 0, "no parameters")
+    return {}
+  end})
 end
 
 return target

@@ -1,0 +1,35 @@
+package = "lua-devmapper"
+version = "scm-1"
+source = {url = "git+https://example.invalid/lua-devmapper.git"}
+description = {
+  summary = "Script Linux device-mapper from Lua: devices, tables, loops, keys, snapshots",
+  license = "MIT",
+}
+dependencies = {"lua >= 5.4"}
+external_dependencies = {
+  DEVMAPPER = {header = "libdevmapper.h", library = "devmapper"},
+  OPENSSL = {header = "openssl/evp.h", library = "crypto"},
+}
+build = {
+  type = "builtin",
+  modules = {
+    ["devmapper.core"] = {
+      sources = {"csrc/core.c", "csrc/dm.c", "csrc/loop.c", "csrc/blkdev.c", "csrc/key.c"},
+      libraries = {"devmapper", "crypto"},
+      incdirs = {"$(DEVMAPPER_INCDIR)", "$(OPENSSL_INCDIR)"},
+      libdirs = {"$(DEVMAPPER_LIBDIR)", "$(OPENSSL_LIBDIR)"},
+    },
+    ["devmapper"] = "lua/devmapper/init.lua",
+    ["devmapper.check"] = "lua/devmapper/check.lua",
+    ["devmapper.crypt"] = "lua/devmapper/crypt.lua",
+    ["devmapper.device"] = "lua/devmapper/device.lua",
+    ["devmapper.kernel"] = "lua/devmapper/kernel.lua",
+    ["devmapper.key"] = "lua/devmapper/key.lua",
+    ["devmapper.loop"] = "lua/devmapper/loop.lua",
+    ["devmapper.sandbox"] = "lua/devmapper/sandbox.lua",
+    ["devmapper.scope"] = "lua/devmapper/scope.lua",
+    ["devmapper.size"] = "lua/devmapper/size.lua",
+    ["devmapper.table"] = "lua/devmapper/table.lua",
+    ["devmapper.target"] = "lua/devmapper/target.lua",
+  },
+}

@@ -1,0 +1,176 @@
+-- dm-crypt: validation on the host; interop, keyring and key residue on the kernel.
+local dm = require "devmapper"
+local support = require "spec.support"
+after_each(support.cleanup)
+
+local function refused(f, pattern)
+  local ok, err = pcall(f)
+  assert.is_false(ok, "expected a refusal")
+  assert.equal(22, err.errno)
+  assert.matches(pattern, tostring(err), 1, true)
+end
+
+describe("crypt target", function()
+  local k64 = dm.key.random(64)
+
+  it("formats with a keyring reference by default, never the key", function()
+    local t = dm.table {dm.crypt {"7:0", key = k64, length = 4096}}
+    local text = tostring(t)
+    assert.matches("^0 4096 crypt aes%-xts%-plain64 :64:logon:devmapper:%x+ 0 7:0 0$", text)
+    assert.is_nil(text:find(k64:hex(), 1, true))
+  end)
+
+  it("shows a hex-mode key as zeros, as dmsetup does", function()
+    local t = dm.table {dm.crypt {"7:0", key = k64, keyring = false, length = 8, options = {"allow_discards"}}}
+    assert.equal("0 8 crypt aes-xts-plain64 " .. ("0"):rep(128) .. " 0 7:0 0 1 allow_discards", tostring(t))
+  end)
+
+  it("round-trips dmsetup table text", function()
+    for _, text in ipairs {
+      "0 4096 crypt aes-xts-plain64 :64:logon:devmapper:abc 0 7:0 0",
+      "0 4096 crypt aes-cbc-essiv:sha256 " .. ("0"):rep(64) .. " 0 7:1 2048 2 allow_discards sector_size:4096",
+    } do
+      assert.equal(text, tostring(dm.table.parse(text)))
+    end
+  end)
+
+  it("refuses bad cipher specs, key sizes, sector sizes and options before the kernel", function()
+    local function v(o) o[1] = o[1] or "7:0"; o.length = o.length or 4096; dm.table {dm.crypt(o)}:validate() end
+    refused(function() v {key = k64, cipher = "aes"} end, "field 'cipher' must be cipher[:keycount]-chain-iv")
+    refused(function() v {key = k64, cipher = "aes-xts-bogusiv"} end, "field 'cipher'")
+    refused(function() v {key = dm.key.random(32), cipher = "aes-xts-plain64"} end,
+            "field 'key' must be 32, 48 or 64 bytes for aes-xts-plain64 (it is 32)")
+    refused(function() v {key = k64, cipher = "aes-cbc-essiv:sha256"} end,
+            "field 'key' must be 16, 24 or 32 bytes for aes-cbc-essiv:sha256 (it is 64)")
+    refused(function() v {key = "00112233"} end, "field 'key' must be a dm.key object")
+    refused(function() v {key = k64, sector_size = 1000} end, "field 'sector_size' must be a power of 2 from 512 to 4096")
+    refused(function() v {key = k64, sector_size = 4096, length = 4092} end,
+            "field 'length' 4092 must be a multiple of sector_size (8 sectors)")
+    refused(function() v {key = k64, sector_size = 4096, iv_offset = 4} end, "field 'iv_offset' 4 must be a multiple")
+    refused(function() v {key = k64, options = {"fast_please"}} end, "unknown option \"fast_please\"")
+    refused(function() dm.key.from_hex("abc") end, "odd")
+  end)
+
+  it("accepts the article's aes-plain, with a warning", function()
+    local t = dm.table {dm.crypt {"7:0", key = dm.key.random(16), cipher = "aes-plain", length = 8}}
+    assert.matches("^0 8 crypt aes%-plain :16:logon:", tostring(t))
+  end)
+end)
+
+describe("crypt #kernel", function()
+  local function keyring_has(desc)
+    local f = io.open("/proc/keys")
+    local all = f:read("a")
+    f:close()
+    return all:find(desc, 1, true) ~= nil
+  end
+
+  it("encrypts: the backing file holds no plaintext, a wrong key reads garbage", function()
+    local l1 = support.loops(1, "4MiB")
+    local key = dm.key.random(64)
+    local dev = support.device("spec-crypt", dm.crypt {l1, key = key})
+    local secret = ("plaintext-%d|"):format(os.time()):rep(100)
+    support.write(dev.path, 4096, secret)
+    assert.equal(secret, support.read(dev.path, 4096, #secret))
+    local raw = support.read(l1.file, 0, 4 * 1024 * 1024)
+    assert.is_nil(raw:find("plaintext-", 1, true))
+    dev:remove()
+    local wrong = support.device("spec-crypt-wrong", dm.crypt {l1, key = dm.key.random(64)})
+    assert.not_equal(secret, support.read(wrong.path, 4096, #secret))
+    wrong:remove()
+    local again = support.device("spec-crypt-again", dm.crypt {l1, key = key})
+    assert.equal(secret, support.read(again.path, 4096, #secret), "reopened with the same key")
+  end)
+
+  it("puts only a keyring reference in the kernel's table, and unlinks it at remove", function()
+    local l1 = support.loops(1, "1MiB")
+    local key = dm.key.random(64)
+    local dev = support.device("spec-crypt-kr", dm.crypt {l1, key = key})
+    local shown = support.dmsetup("table --showkeys spec-crypt-kr")
+    local desc = shown:match(":64:logon:(devmapper:%x+)")
+    assert.truthy(desc, shown)
+    assert.is_nil(shown:find(key:hex(), 1, true))
+    assert.is_true(keyring_has(desc))
+    dev:remove()
+    assert.is_false(keyring_has(desc))
+  end)
+
+  it("masks a hex key in dev:table() as dmsetup does, and the key never reaches output", function()
+    local l1 = support.loops(1, "1MiB")
+    local key = dm.key.random(32)
+    local dev = support.device("spec-crypt-hex", dm.crypt {l1, key = key, cipher = "aes-cbc-essiv:sha256", keyring = false})
+    local ours = support.text(dev:table())
+    assert.equal(support.dmsetup("table spec-crypt-hex"), ours)
+    assert.matches(" " .. ("0"):rep(64) .. " ", ours)
+    assert.matches(key:hex(), support.dmsetup("table --showkeys spec-crypt-hex"), 1, true)
+  end)
+
+  it("opens what cryptsetup --type plain wrote, and the reverse", function()
+    local dir = support.tmpdir()
+    local l1 = support.loops(1, "2MiB")
+    local pass = "correct horse battery staple"
+    local pf = dir .. "/pass"
+    local f = io.open(pf, "wb"); f:write(pass); f:close()
+    local open = ("cryptsetup open --type plain --cipher aes-xts-plain64 --key-size 512 --hash sha256 "
+                  .. "--key-file %s %s spec-cs-plain"):format(pf, l1.path)
+    local out, code = support.sh("DM_DISABLE_UDEV=1 " .. open)
+    assert.equal(0, code, out)
+    support.write("/dev/mapper/spec-cs-plain", 0, "written by cryptsetup")
+    support.sh("DM_DISABLE_UDEV=1 cryptsetup close spec-cs-plain")
+    local key = dm.key.plain(pass, {hash = "sha256", size = 64})
+    local dev = support.device("spec-plain", dm.crypt {l1, key = key})
+    assert.equal("written by cryptsetup", support.read(dev.path, 0, 21))
+    support.write(dev.path, 512, "written by lua-devmapper")
+    dev:remove()
+    out, code = support.sh("DM_DISABLE_UDEV=1 " .. open)
+    assert.equal(0, code, out)
+    support.defer(function() support.sh("DM_DISABLE_UDEV=1 cryptsetup close spec-cs-plain") end)
+    assert.equal("written by lua-devmapper", support.read("/dev/mapper/spec-cs-plain", 512, 24))
+  end)
+
+  it("leaves no slice of a wiped key in a core dump of the process", function()
+    -- As lvm2's dmsecuretest: a child reads a key file into locked memory,
+    -- makes and removes crypt devices (hex and keyring), closes the key; a
+    -- core dump of it then holds no 8-byte slice of the key, raw or hex.
+    local dir = support.tmpdir()
+    local urandom = io.open("/dev/urandom", "rb")
+    local raw = urandom:read(64)
+    urandom:close()
+    local hex = raw:gsub(".", function(c) return ("%02x"):format(c:byte()) end)
+    local kf = io.open(dir .. "/key", "wb"); kf:write(raw); kf:close()
+    local img = io.open(dir .. "/img", "wb"); img:write(("\0"):rep(1024 * 1024)); img:close()
+    local script = dir .. "/residue.lua"
+    local f = io.open(script, "w")
+    f:write(([[
+      local dm = require "devmapper"
+      local l = dm.loop.attach(%q)
+      local key = dm.key.read(%q)
+      os.remove(%q)
+      dm.create("spec-residue", dm.crypt {l, key = key, keyring = false}):remove()
+      dm.create("spec-residue2", dm.crypt {l, key = key}):remove()
+      l:detach()
+      key:close()
+      collectgarbage() collectgarbage()
+      io.stdout:write("ready\n") io.stdout:flush()
+      io.read("l")                           -- wait while the test takes a core dump
+    ]]):format(dir .. "/img", dir .. "/key", dir .. "/key"))
+    f:close()
+    local cmd = ("mkfifo %s/in; (build/dmlua %s < %s/in > %s/out 2>&1 &) ; exec 3>%s/in; "
+                 .. "for i in $(seq 300); do grep -q ready %s/out 2>/dev/null && break; sleep 0.1; done; "
+                 .. "pid=$(pgrep -f 'dmlua %s'); gcore -o %s/core $pid >/dev/null 2>&1; echo $pid; exec 3>&-")
+                :format(dir, script, dir, dir, dir, dir, script, dir)
+    local pid = support.sh(cmd):match("(%d+)%s*$")
+    assert.truthy(pid, "the child ran: " .. tostring(support.read(dir .. "/out", 0, 4096)))
+    local core = io.open(dir .. "/core." .. pid, "rb")
+    assert.truthy(core, "gcore wrote a dump")
+    local dump = core:read("a")
+    core:close()
+    assert.truthy(#dump > 100000, "a real dump")
+    for i = 1, #hex - 7 do
+      assert.is_nil(dump:find(hex:sub(i, i + 7), 1, true), "hex slice at " .. i)
+    end
+    for i = 1, #raw - 7 do
+      assert.is_nil(dump:find(raw:sub(i, i + 7), 1, true), "raw slice at " .. i)
+    end
+  end)
+end)
