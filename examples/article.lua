@@ -1,0 +1,137 @@
+-- The whole of "Right To Your Own Devices" (Linux Gazette 114), step by step:
+-- loops, linear and striped maps, a base device, a live snapshot for a backup
+-- while the data keeps changing (Point B), and a volatile overlay (Point A).
+-- Each step prints what it made; the scope undoes everything at the end.
+local dm = require "devmapper"
+local dir = arg and arg[1] or os.getenv("TMPDIR") or "/tmp"
+
+local function say(fmt, ...) print("\n== " .. fmt:format(...)) end
+
+local function show(name, dev)
+  local t = tostring(dev:table()):gsub("\n", "\n" .. (" "):rep(13))
+  print(("  %-10s %s"):format(name .. ":", t))
+end
+
+-- A program writing and reading a 32-byte record, as a filesystem would.
+local function put(path, offset, s)
+  local f = assert(io.open(path, "r+b"))
+  f:seek("set", offset)
+  f:write(s .. ("\0"):rep(32 - #s))
+  f:close()
+end
+
+local function get(path, offset, n)
+  local f = assert(io.open(path, "rb"))
+  f:seek("set", offset)
+  local s = f:read(n)
+  f:close()
+  return (s:gsub("%z+$", ""))
+end
+
+local function copy(from, to)
+  local src, dst = assert(io.open(from, "rb")), assert(io.open(to, "wb"))
+  local n = 0
+  for block in function() return src:read(65536) end do
+    dst:write(block)
+    n = n + #block
+  end
+  src:close()
+  dst:close()
+  return n
+end
+
+do
+  local scope <close> = dm.scope()
+
+  say "How To Fake It With A Loop"
+  --   dd if=/dev/zero of=/tmp/store1 bs=1024 count=2048; losetup /dev/loop0 /tmp/store1
+  local l1 = dm.loop.create(dir .. "/store1", "2MiB")
+  local l2 = dm.loop.create(dir .. "/store2", "2MiB")
+  for _, l in ipairs {l1, l2} do print(("  %s over %s: %d sectors"):format(l.path, l.file, l:sectors())) end
+
+  say "linear: 'new' is all of the first loop"
+  --   echo "0 $(blockdev --getsize /dev/loop0) linear /dev/loop0 0" | dmsetup create new
+  local new = dm.create("new", dm.linear(l1))
+  show("new", new)
+  new:remove()
+
+  say "linear: 'half' is its first half"
+  --   echo "0 2048 linear /dev/loop0 0" | dmsetup create half
+  local half = dm.create("half", dm.linear(l1, {length = l1:sectors() // 2}))
+  show("half", half)
+  half:remove()
+
+  say "linear: 'onenahalf' is the second half of one loop, then all of the other"
+  local onenahalf = dm.create("onenahalf", dm.table {dm.linear(l1, {offset = l1:sectors() // 2}), dm.linear(l2)})
+  show("onenahalf", onenahalf)
+  onenahalf:remove()
+
+  say "striped: 'tiger' takes 16-sector chunks from each loop in turn"
+  --   echo "0 8192 striped 2 16 /dev/loop0 0 /dev/loop1 0" | dmsetup create tiger
+  local tiger = dm.create("tiger", dm.striped {chunk = 16, l1, l2})
+  show("tiger", tiger)
+  tiger:remove()
+
+  say "'base': both loops end to end, holding the data we care about"
+  local base = dm.create("base", dm.table {dm.linear(l1), dm.linear(l2)})
+  show("base", base)
+  put(base.path, 0, "report.txt, version 1")
+  put(base.path, 3 * 1024 * 1024, "notes.txt, version 1")
+  print("  base reads: " .. get(base.path, 0, 32))
+
+  say "Point B: a live snapshot, for a backup while the data keeps changing"
+  --   dmsetup table base | dmsetup create base-real
+  --   echo "0 8192 snapshot /dev/mapper/base-real /dev/loop2 P 8" | dmsetup create base-snap
+  --   echo "0 8192 snapshot-origin /dev/mapper/base-real" | dmsetup load base
+  --   dmsetup suspend base; dmsetup resume base      -- "quickly (say with a script)"
+  local l3 = dm.loop.create(dir .. "/cow1", "1MiB")
+  local snap = dm.snapshot.take(base, {cow = l3, chunk = 8})
+  show("base", base)
+  show("base-real", snap.real)
+  show("base-snap", snap.view)
+  for v = 2, 4 do                                    -- the applications keep writing
+    put(base.path, 0, "report.txt, version " .. v)
+    put(base.path, 3 * 1024 * 1024, "notes.txt, version " .. v)
+  end
+  print("  base reads:      " .. get(base.path, 0, 32))
+  print("  base-snap reads: " .. get(snap.view.path, 0, 32))
+  local bytes = copy(snap.view.path, dir .. "/backup.img")
+  print(("  backup: %d bytes from %s; it holds %q"):format(bytes, snap.view.path, get(dir .. "/backup.img", 0, 32)))
+  print("  COW use: " .. tostring(snap:usage()))
+  --   echo "0 8192 linear ..." (base-real's table) | dmsetup load base
+  --   dmsetup suspend base; dmsetup resume base; dmsetup remove base-snap; dmsetup remove base-real
+  snap:release()
+  os.remove(dir .. "/backup.img")
+  show("base", base)
+  print("  base reads: " .. get(base.path, 0, 32))
+
+  say "Point A: a volatile overlay; write freely, the base stays untouched"
+  --   echo "0 8192 snapshot /dev/mapper/base /dev/loop3 P 8" | dmsetup create base-overlay
+  local l4 = dm.loop.create(dir .. "/cow2", "1MiB")
+  local ov = dm.snapshot.overlay(base, {cow = l4})
+  show("overlay", ov.view)
+  put(ov.view.path, 0, "an experiment")
+  print("  overlay reads: " .. get(ov.view.path, 0, 32))
+  print("  base reads:    " .. get(base.path, 0, 32))
+  ov:discard()
+  print("  discarded; base reads: " .. get(base.path, 0, 32))
+  ov = dm.snapshot.overlay(base, {cow = l4})
+  put(ov.view.path, 0, "report.txt, final")
+  ov:commit()                                        -- snapshot-merge, waits for it
+  print("  committed; base reads: " .. get(base.path, 0, 32))
+
+  -- == crypt ===========================================================
+  -- (the key engineer adds the article's encrypted device here)
+  -- ====================================================================
+
+  say "the same kind of devices as a declarative stack"
+  base:remove()
+  local s = dm.stack {prefix = "article", base = dm.table {dm.linear(l1), dm.linear(l2)},
+                      half = dm.linear("base", {length = 4096}),
+                      tiger = dm.striped {chunk = 16, l1, l2}}
+  print(s:plan())
+  s:apply()
+  print(s:status())
+  s:apply()                                          -- already there: nothing to do
+  s:teardown()
+end

@@ -1,0 +1,204 @@
+--- The sandbox: run a command in a throwaway QEMU guest whose kernel has
+-- device-mapper, with the host's root filesystem mounted read-only.
+-- This is the one module that runs programs (qemu, cpio); it never runs
+-- dmsetup or losetup.
+local sandbox = {}
+
+local function sh_quote(s)
+  return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
+end
+sandbox.quote = sh_quote
+
+local function exists(path)
+  local f = io.open(path, "rb")
+  if f then f:close() end
+  return f ~= nil
+end
+
+local function read(path)
+  local f = io.open(path, "rb")
+  if not f then return nil end
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function write(path, s, mode)
+  local f = assert(io.open(path, "wb"))
+  f:write(s)
+  f:close()
+  if mode then os.execute("chmod " .. mode .. " " .. sh_quote(path)) end
+end
+
+local function lines(cmd)
+  local p = io.popen(cmd)
+  local t = {}
+  for l in p:lines() do t[#t + 1] = l end
+  p:close()
+  return t
+end
+
+--- The newest installed kernel that has dm-mod: version, vmlinuz path.
+function sandbox.kernel()
+  local best
+  for _, v in ipairs(lines("ls /boot 2>/dev/null")) do
+    local ver = v:match("^vmlinuz%-(.+)$")
+    if ver and #lines("find /usr/lib/modules/" .. sh_quote(ver) .. " -name 'dm-mod.ko*' 2>/dev/null") > 0 then
+      if not best or ver > best then best = ver end
+    end
+  end
+  return best, best and "/boot/vmlinuz-" .. best
+end
+
+--- true, or nil and what is missing.
+function sandbox.available()
+  if not sandbox.kernel() then return nil, "no kernel with device-mapper in /boot (apt-get install linux-image-amd64)" end
+  if #lines("command -v qemu-system-x86_64") == 0 then return nil, "qemu-system-x86_64 missing (apt-get install qemu-system-x86)" end
+  if not exists("/bin/busybox") then return nil, "/bin/busybox missing (apt-get install busybox-static)" end
+  if #lines("command -v cpio") == 0 then return nil, "cpio missing (apt-get install cpio)" end
+  return true
+end
+
+-- Modules (from modules.dep) to load, dependencies first, for virtio and 9p.
+local function module_order(ver)
+  local base = "/usr/lib/modules/" .. ver .. "/"
+  local deps, paths = {}, {}
+  for l in (read(base .. "modules.dep") or ""):gmatch("[^\n]+") do
+    local mod, rest = l:match("^(%S+):%s*(.*)$")
+    local name = mod:match("([^/]+)%.ko"):gsub("-", "_")
+    paths[name] = base .. mod
+    deps[name] = {}
+    for d in rest:gmatch("%S+") do deps[name][#deps[name] + 1] = d:match("([^/]+)%.ko"):gsub("-", "_") end
+  end
+  local order, seen = {}, {}
+  local function visit(n)
+    if seen[n] or not paths[n] then return end -- built in, or done
+    seen[n] = true
+    for _, d in ipairs(deps[n]) do visit(d) end
+    order[#order + 1] = n
+  end
+  for _, m in ipairs {"virtio_pci", "virtio_console", "9pnet_virtio", "9p", "overlay"} do visit(m) end
+  return order, paths
+end
+
+-- Guest PID 1: mount the host's root read-only and the exchange directory
+-- read-write, chroot, run the command script, write its status, power off.
+local INIT = [[#!/bin/busybox sh
+B=/bin/busybox
+$B mount -t proc proc /proc
+$B mount -t sysfs sys /sys
+$B mount -t devtmpfs dev /dev
+for m in $(cat /modules); do $B insmod /mods/$m.ko 2>/dev/null; done
+o=trans=virtio,version=9p2000.L,msize=512000
+$B mount -t 9p -o $o,ro hostroot /host && $B mount -t 9p -o $o io /io || { echo "sandbox: 9p mount failed"; $B poweroff -f; }
+for d in proc sys dev; do $B mount --bind /$d /host/$d; done
+# /tmp: the host's, read-only, under a writable tmpfs (a checkout may live there)
+$B mount -t tmpfs tmpfs /upper && $B mkdir -p /upper/u /upper/w
+$B mount -t overlay overlay -o lowerdir=/host/tmp,upperdir=/upper/u,workdir=/upper/w /host/tmp ||
+  $B mount -t tmpfs tmpfs /host/tmp
+for d in run mnt dev/shm; do $B mkdir -p /host/$d; $B mount -t tmpfs tmpfs /host/$d; done
+$B mkdir -p /host/run/sandbox && $B mount --bind /io /host/run/sandbox
+# crypto and target modules autoload through the host's modprobe
+printf '#!/bin/busybox sh\nexec /bin/busybox chroot /host /sbin/modprobe "$@"\n' > /modprobe
+$B chmod +x /modprobe
+echo /modprobe > /proc/sys/kernel/modprobe
+$B stty -F /dev/hvc0 raw -echo 2>/dev/null
+$B chroot /host /bin/sh /run/sandbox/cmd.sh </dev/null >/dev/hvc0 2>&1
+echo $? > /io/status
+$B sync
+$B poweroff -f
+]]
+
+--- Path of the initramfs for a kernel version, built once and cached.
+function sandbox.initramfs(ver)
+  local dir = (os.getenv("XDG_CACHE_HOME") or ((os.getenv("HOME") or "/tmp") .. "/.cache")) .. "/lua-devmapper"
+  local out = ("%s/initramfs-%s.gz"):format(dir, ver)
+  if exists(out) then return out end
+  local order, paths = module_order(ver)
+  local stage = lines("mktemp -d")[1]
+  os.execute(("mkdir -p %s %s/bin %s/mods %s/proc %s/sys %s/dev %s/host %s/io %s/upper && cp /bin/busybox %s/bin/")
+             :format(sh_quote(dir), stage, stage, stage, stage, stage, stage, stage, stage, stage))
+  for _, m in ipairs(order) do
+    local src = paths[m]
+    local dst = stage .. "/mods/" .. m .. ".ko"
+    local cmd = src:match("%.xz$") and "xz -dc " or src:match("%.zst$") and "zstd -dqc " or "cat "
+    assert(os.execute(cmd .. sh_quote(src) .. " > " .. sh_quote(dst)), "cannot copy module " .. m)
+  end
+  write(stage .. "/modules", table.concat(order, "\n") .. "\n")
+  write(stage .. "/init", INIT, "755")
+  local tmp = out .. ".tmp"
+  local ok = os.execute(("cd %s && find . | cpio -o -H newc --quiet | gzip -1 > %s && mv %s %s")
+                        :format(stage, sh_quote(tmp), sh_quote(tmp), sh_quote(out)))
+  os.execute("rm -rf " .. stage)
+  assert(ok, "cannot build the sandbox initramfs")
+  return out
+end
+
+local FORWARD = {"PATH", "HOME", "TERM", "LANG", "LC_ALL", "LUA_PATH", "LUA_CPATH", "LUA_PATH_5_4",
+                 "LUA_CPATH_5_4", "LUA_INIT", "LUA_INIT_5_4", "TMPDIR", "CI"}
+
+-- The script the guest runs: same environment and directory, then argv.
+local function command_script(argv)
+  local s = {"set -e"}
+  for _, k in ipairs(FORWARD) do
+    local v = os.getenv(k)
+    if v then s[#s + 1] = ("export %s=%s"):format(k, sh_quote(v)) end
+  end
+  for _, l in ipairs(lines("env")) do
+    local k = l:match("^(DMLUA_[%w_]+)=")
+    if k and k ~= "DMLUA_SANDBOX_TIMEOUT" then s[#s + 1] = ("export %s=%s"):format(k, sh_quote(os.getenv(k))) end
+  end
+  s[#s + 1] = "export DMLUA_IN_SANDBOX=1"
+  s[#s + 1] = "modprobe -qa dm-mod dm-crypt dm-snapshot loop || true"
+  s[#s + 1] = "cd " .. sh_quote(lines("pwd")[1])
+  s[#s + 1] = "set +e"
+  local q = {}
+  for i, a in ipairs(argv) do q[i] = sh_quote(a) end
+  s[#s + 1] = "exec " .. table.concat(q, " ")
+  return table.concat(s, "\n") .. "\n"
+end
+
+--- Run argv in a fresh VM; its output comes to our stdout (stdout and
+-- stderr merged), its exit status is returned.
+-- @tparam table argv {"/abs/program", "arg", ...}
+-- @tparam[opt] table opts {timeout = seconds (DMLUA_SANDBOX_TIMEOUT or 3600), memory = "1024M"}
+-- @treturn integer exit status; 125 when the VM did not run the command
+-- @usage os.exit(require("devmapper.sandbox").run({"/usr/sbin/dmsetup", "version"}))
+function sandbox.run(argv, opts)
+  opts = opts or {}
+  local ok, why = sandbox.available()
+  if not ok then
+    io.stderr:write("dmlua --sandbox: ", why, "\n")
+    return 125
+  end
+  local ver, vmlinuz = sandbox.kernel()
+  local initrd = sandbox.initramfs(ver)
+  local io_dir = lines("mktemp -d /tmp/dmlua-sandbox.XXXXXX")[1]
+  write(io_dir .. "/cmd.sh", command_script(argv))
+  local cpu = read("/proc/cpuinfo") or ""
+  local accel = (cpu:find("%f[%w]vmx%f[%W]") or cpu:find("%f[%w]svm%f[%W]")) and exists("/dev/kvm")
+                and "kvm" or "tcg"
+  local timeout = opts.timeout or tonumber(os.getenv("DMLUA_SANDBOX_TIMEOUT")) or 3600
+  local share = "-virtfs local,path=%s,mount_tag=%s,security_model=none%s,multidevs=remap"
+  local cmd = table.concat({
+    "timeout -k 5", timeout, "qemu-system-x86_64 -nodefaults -no-user-config -display none -no-reboot",
+    "-accel", accel, "-cpu max -smp 2 -m", opts.memory or "1024M",
+    "-kernel", vmlinuz, "-initrd", sh_quote(initrd),
+    "-append", sh_quote("console=ttyS0 quiet loglevel=0 panic=-1"),
+    share:format("/", "hostroot", ",readonly=on"), share:format(sh_quote(io_dir), "io", ""),
+    "-device virtio-serial -chardev stdio,id=out,signal=off -device virtconsole,chardev=out",
+    "</dev/null",
+  }, " ")
+  local ran = os.execute(cmd)
+  io.stdout:flush()
+  local status = tonumber(read(io_dir .. "/status") or "")
+  os.execute("rm -rf " .. sh_quote(io_dir))
+  if not status then
+    io.stderr:write(("dmlua --sandbox: the command did not run (%s)\n")
+                    :format(ran and "the VM stopped early" or "the VM failed or timed out"))
+    return 125
+  end
+  return status
+end
+
+return sandbox

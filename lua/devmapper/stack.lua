@@ -1,0 +1,344 @@
+--- Declarative stacks: named members (tables or targets, which may name
+-- other members), planned, applied in dependency order with rollback and
+-- idempotently, torn down in the order the kernel's holders dictate.
+-- Member M of a stack with prefix P is the device "P-M" with the UUID
+-- "DMLUA-P-M", so that dm.cleanup(P) finds exactly what a crashed script made.
+local check = require "devmapper.check"
+local device = require "devmapper.device"
+local dmtable = require "devmapper.table"
+local kernel = require "devmapper.kernel"
+local scope = require "devmapper.scope"
+local snapshot = require "devmapper.snapshot"
+local transaction = require "devmapper.transaction"
+
+local stack = {}
+
+local Stack = {__name = "devmapper.Stack"}
+Stack.__index = Stack
+
+local Plan = {__name = "devmapper.Plan"}
+Plan.__index = Plan
+
+local Status = {__name = "devmapper.StackStatus"}
+Status.__index = Status
+
+-- Letters, digits and '_' only: the first '-' after it ends the prefix in a
+-- UUID, so prefix "a" never matches the devices of prefix "a-b".
+local function check_prefix(op, prefix)
+  if type(prefix) ~= "string" or not prefix:match("^[%w_]+$") or #prefix > 64 then
+    check.fail(op, nil, "field 'prefix' must be 1 to 64 letters, digits or '_' (got %s)", tostring(prefix))
+  end
+end
+
+--- The UUID a stack gives a member.
+-- @treturn string "DMLUA-<prefix>-<member>"
+function stack.uuid(prefix, member) return "DMLUA-" .. prefix .. "-" .. member end
+
+local function is_path(s) return s:sub(1, 1) == "/" or s:match("^%d+:%d+$") ~= nil end
+
+-- The members a member's segments name, sorted; unknown names are refused.
+local function deps_of(members, m, prefix)
+  local out, seen = {}, {}
+  for i, seg in ipairs(members[m]) do
+    for _, d in ipairs(seg:devices()) do
+      if type(d) == "string" and not is_path(d) and not seen[d] then
+        if not members[d] then
+          check.fail("stack", prefix .. "-" .. m, "segment %d (%s) names %q, which is not a member", i, seg.type, d)
+        end
+        seen[d] = true
+        out[#out + 1] = d
+      end
+    end
+  end
+  table.sort(out)
+  return out
+end
+
+-- Members in dependency order (a member after those it names); ties by name.
+local function order_of(members, prefix)
+  local names = {}
+  for m in pairs(members) do names[#names + 1] = m end
+  table.sort(names)
+  local out, state = {}, {}
+  local function visit(m, path)
+    if state[m] == "done" then return end
+    path[#path + 1] = m
+    if state[m] == "visiting" then
+      check.fail("stack", prefix, "members name each other in a cycle: %s", table.concat(path, " -> "))
+    end
+    state[m] = "visiting"
+    for _, d in ipairs(deps_of(members, m, prefix)) do visit(d, path) end
+    path[#path] = nil
+    state[m] = "done"
+    out[#out + 1] = m
+  end
+  for _, m in ipairs(names) do visit(m, {}) end
+  return out
+end
+
+--- A stack: `dm.stack {prefix = P, name = table_or_target, ...}`.
+-- A member's segments may name another member ("base") where a device goes.
+-- @tparam table def {prefix = string (letters, digits, '_'), member = Table|Target|table text, ...}
+-- @treturn Stack
+-- @usage local s = dm.stack {prefix = "demo", base = dm.table {dm.linear(l1), dm.linear(l2)},
+--                           top = dm.linear("base", {length = 2048})}
+-- print(s:plan()); s:apply(); s:teardown()
+function stack.new(def)
+  if type(def) ~= "table" then check.fail("stack", nil, "expected a table {prefix = ..., name = table}, got %s", type(def)) end
+  check_prefix("stack", def.prefix)
+  local s = setmetatable({prefix = def.prefix, members = {}}, Stack)
+  for k, v in pairs(def) do
+    if k ~= "prefix" then
+      if type(k) ~= "string" then
+        check.fail("stack", def.prefix, "members must be named (name = table), got a %s key", type(k))
+      end
+      local name = check.name("stack", def.prefix .. "-" .. k)
+      check.uuid("stack", name, stack.uuid(def.prefix, k))
+      s.members[k] = device.as_table(v, "stack", name)
+    end
+  end
+  if next(s.members) == nil then check.fail("stack", def.prefix, "a stack needs at least one member") end
+  s.order = order_of(s.members, def.prefix)
+  return s
+end
+
+--- The device name of a member: "<prefix>-<member>".
+function Stack:name(member) return self.prefix .. "-" .. member end
+
+--- The Device of a member (raises if it does not exist).
+function Stack:device(member) return device.open(self:name(member)) end
+
+--- How member names resolve in tables (dm.create's lookup).
+function Stack:lookup()
+  return function(n)
+    if self.members[n] then return {path = "/dev/mapper/" .. self:name(n)} end
+  end
+end
+
+-- Resolution where members that do not exist yet answer from `planned`.
+local function context(self, planned)
+  local ctx = dmtable.context(self:lookup())
+  local facts, dev, name = ctx.facts, ctx.dev, ctx.name
+  function ctx.facts(d) return planned[d] or facts(d) end
+  function ctx.dev(d) return planned[d] and planned[d].path or dev(d) end
+  function ctx.name(d) return planned[d] and planned[d].path or name(d) end
+  return ctx
+end
+
+-- Params as compared: the kernel never shows a hex crypt key.
+local function norm(s)
+  local p = s.params:gsub("%s+", " "):gsub("^ ", ""):gsub(" $", "")
+  if s.type == "crypt" then
+    p = p:gsub("^(%S+) (%S+)", function(c, k)
+      if k == "<key>" or k:match("^0+$") then return c .. " KEY" end
+    end)
+  end
+  return p
+end
+
+local function same(want, live)
+  if #want ~= #live then return false end
+  for i, w in ipairs(want) do
+    local l = live[i]
+    if w.start ~= l.start or w.length ~= l.length or w.type ~= l.type or norm(w) ~= norm(l) then return false end
+  end
+  return true
+end
+
+-- What a member needs: "create", "reload", "resume", "keep" or "foreign";
+-- its targets; the COWs to zero before creating it.
+local function decide(self, m, planned)
+  local name = self:name(m)
+  local info = kernel.call("dm_info", name)
+  if info and info.uuid ~= stack.uuid(self.prefix, m) then return {op = "foreign", info = info} end
+  local ctx = context(self, planned)
+  local d = {info = info, targets = self.members[m]:targets(ctx, "plan", name), cows = {}}
+  if not info then
+    d.op = "create"
+    for _, s in ipairs(self.members[m]) do
+      if s.type == "snapshot" and not s.reuse and s.store ~= "N" then
+        d.cows[#d.cows + 1] = {path = ctx.facts(s.cow).path, chunk = s.chunk}
+      end
+    end
+  elseif not same(d.targets, kernel.call("dm_table", name)) then
+    d.op = "reload"
+  elseif info.suspended then
+    d.op = "resume"
+  else
+    d.op = "keep"
+  end
+  return d
+end
+
+local function refuse_foreign(op, self, m, d)
+  check.fail(op, self:name(m), "exists and is not part of stack '%s' (its uuid is %s, not %s)",
+             self.prefix, tostring(d.info.uuid), stack.uuid(self.prefix, m))
+end
+
+--- What apply would do, member by member in dependency order:
+-- {{op = "create"|"reload"|"resume"|"keep", member =, name =, uuid =, targets =}, ...};
+-- tostring gives it as dmsetup commands. No state is changed.
+-- @tparam[opt] boolean lenient list a device that is not the stack's (op "foreign") instead of raising
+-- @treturn Plan
+-- @usage print(s:plan())
+function Stack:plan(lenient)
+  local plan, planned = setmetatable({}, Plan), {}
+  for _, m in ipairs(self.order) do
+    local d = decide(self, m, planned)
+    if d.op == "foreign" and not lenient then refuse_foreign("plan", self, m, d) end
+    if d.op == "create" then
+      local last = d.targets[#d.targets]
+      planned[m] = {path = "/dev/mapper/" .. self:name(m), sectors = last.start + last.length, logical_block_size = 512}
+    end
+    d.member, d.name, d.uuid = m, self:name(m), stack.uuid(self.prefix, m)
+    plan[#plan + 1] = d
+  end
+  return plan
+end
+
+function Plan:__tostring()
+  local l = {}
+  for _, p in ipairs(self) do
+    for _, c in ipairs(p.cows or {}) do
+      l[#l + 1] = ("dd if=/dev/zero of=%s bs=512 count=%d conv=notrunc"):format(c.path, c.chunk)
+    end
+    if p.op == "create" then
+      l[#l + 1] = kernel.render("dm_create", p.name, p.targets, {uuid = p.uuid})
+    elseif p.op == "reload" then
+      l[#l + 1] = kernel.render("dm_load", p.name, p.targets)
+      l[#l + 1] = kernel.render("dm_suspend", p.name)
+      l[#l + 1] = kernel.render("dm_resume", p.name)
+    elseif p.op == "resume" then
+      l[#l + 1] = kernel.render("dm_resume", p.name)
+    else
+      l[#l + 1] = ("# %s: %s"):format(p.name, p.op == "keep" and "up to date" or "not part of this stack")
+    end
+  end
+  return table.concat(l, "\n")
+end
+
+--- Make the kernel match the stack, in dependency order: missing members
+-- are created (their COWs zeroed first), changed ones reloaded (load, then
+-- suspend, resume), suspended ones resumed, the rest left alone, so a second
+-- apply changes nothing. On failure everything this apply did is undone and
+-- the error names the step. Registers a teardown with the open dm.scope().
+-- @treturn Stack
+function Stack:apply()
+  local tx = transaction.begin("apply", self.prefix)
+  local lookup, made = self:lookup(), false
+  for _, m in ipairs(self.order) do
+    local name = self:name(m)
+    local d = tx:step("plan " .. name, decide, self, m, {})
+    if d.op == "foreign" then tx:step("plan " .. name, refuse_foreign, "apply", self, m, d) end
+    if d.op == "create" then
+      for _, c in ipairs(d.cows) do tx:step("prepare cow of " .. name, snapshot.prepare, c.path, c.chunk) end
+      tx:step("create " .. name, device.create, name, self.members[m], {uuid = stack.uuid(self.prefix, m), lookup = lookup})
+      made = true
+    elseif d.op == "reload" then
+      local dev = tx:step("read " .. name, device.open, name)
+      local old = tx:step("read " .. name, dev.table, dev)
+      tx:step("reload " .. name, dev.reload, dev, self.members[m], {lookup = lookup})
+      tx:undo("table of " .. name, function() dev:reload(old) end)
+    elseif d.op == "resume" then
+      tx:step("resume " .. name, device.ensure_resumed, name)
+    end
+  end
+  tx:done()
+  if made then scope.track("stack " .. self.prefix, function() self:teardown() end) end
+  return self
+end
+
+-- Resume, then remove devices, each once nothing holds it any more
+-- (the kernel's holders); a device held by something outside is refused.
+local function remove_all(op, label, names)
+  local tx = transaction.begin(op, label)
+  for _, n in ipairs(names) do tx:step("resume " .. n, device.ensure_resumed, n) end
+  local left = names
+  while #left > 0 do
+    local keep, stuck = {}, nil
+    for _, n in ipairs(left) do
+      local info = kernel.call("dm_info", n)
+      if info then
+        local holders = kernel.blkdev(info.major .. ":" .. info.minor).holders
+        if #holders == 0 then
+          tx:step("remove " .. n, function() device.open(n):remove() end)
+        else
+          keep[#keep + 1] = n
+          stuck = stuck or {n, holders}
+        end
+      end
+    end
+    if #keep > 0 and #keep == #left then
+      local by = {}
+      for i, h in ipairs(stuck[2]) do
+        local ok, f = pcall(kernel.blkdev, h)
+        by[i] = ok and f.path or h
+      end
+      tx:step("remove " .. stuck[1], check.fail, op, stuck[1], "is held by %s, which is not part of '%s'",
+              table.concat(by, ", "), label)
+    end
+    left = keep
+  end
+  tx:done()
+end
+
+--- Remove the stack's members that exist (and carry its UUID), top first
+-- as the kernel's holders say, resuming suspended ones first.
+function Stack:teardown()
+  local names = {}
+  for i = #self.order, 1, -1 do
+    local m = self.order[i]
+    local info = kernel.call("dm_info", self:name(m))
+    if info and info.uuid == stack.uuid(self.prefix, m) then names[#names + 1] = self:name(m) end
+  end
+  remove_all("teardown", self.prefix, names)
+end
+
+--- Each member's state, in dependency order (also indexed by member):
+-- {member =, name =, state = "missing"|"current"|"changed"|"suspended"|"foreign",
+--  info = dm info, status = status lines}; tostring gives one line each.
+function Stack:status()
+  local states = {create = "missing", reload = "changed", resume = "suspended", keep = "current", foreign = "foreign"}
+  local out = setmetatable({}, Status)
+  for i, p in ipairs(self:plan(true)) do
+    local e = {member = p.member, name = p.name, state = states[p.op], info = p.info}
+    if p.info and p.op ~= "foreign" then e.status = kernel.call("dm_status", p.name) end
+    out[i], out[p.member] = e, e
+  end
+  return out
+end
+
+function Status:__tostring()
+  local l = {}
+  for _, e in ipairs(self) do
+    local st = {}
+    for _, s in ipairs(e.status or {}) do
+      st[#st + 1] = ("%d %d %s%s"):format(s.start, s.length, s.type, s.params ~= "" and " " .. s.params or "")
+    end
+    l[#l + 1] = ("%s: %s%s"):format(e.name, e.state, #st > 0 and "  " .. table.concat(st, "; ") or "")
+  end
+  return table.concat(l, "\n")
+end
+
+function Stack:__tostring() return "devmapper.Stack " .. self.prefix end
+
+--- Remove every device whose UUID carries the prefix (DMLUA-<prefix>-...),
+-- as after a crash of the script that made them, in holder order; nothing else.
+-- @tparam string prefix
+-- @treturn {string,...} the names removed
+-- @usage dm.cleanup("demo")
+function stack.cleanup(prefix)
+  check_prefix("cleanup", prefix)
+  local want = "DMLUA-" .. prefix .. "-"
+  local names = {}
+  for _, d in ipairs(kernel.call("dm_list")) do
+    local info = kernel.call("dm_info", d.name)
+    if info and info.uuid and info.uuid:sub(1, #want) == want then names[#names + 1] = d.name end
+  end
+  table.sort(names)
+  remove_all("cleanup", prefix, names)
+  return names
+end
+
+stack.Stack = Stack
+return setmetatable(stack, {__call = function(_, def) return stack.new(def) end})

@@ -1,0 +1,470 @@
+-- Snapshots: the targets without a kernel, the live snapshot (Point B) and the
+-- overlay (Point A) on the real kernel, with data, faults and rollback.
+local dm = require "devmapper"
+local support = require "spec.support"
+after_each(support.cleanup)
+
+local function refused(f, pattern)
+  local ok, err = pcall(f)
+  assert.is_false(ok)
+  assert.equal("table", type(err))
+  assert.equal(22, err.errno)
+  assert.matches(pattern, tostring(err), 1, true)
+  return err
+end
+
+-- A resolution context with made-up block devices, for checks without a kernel.
+local function fake(devs)
+  return {
+    facts = function(d) return devs[type(d) == "table" and d.path or d] end,
+    dev = function(d) return d end,
+    name = function(d) return "/dev/" .. d end,
+  }
+end
+
+-- Runs fn in dry-run mode; returns the command lines it would have run.
+local function dry(fn)
+  local k = dm.kernel
+  local was, out, lines = k.dry_run, k.out, {}
+  k.dry_run, k.out = true, {write = function(_, ...) lines[#lines + 1] = table.concat {...} end}
+  local ok, err = pcall(fn)
+  k.dry_run, k.out = was, out
+  if not ok then error(err, 0) end
+  local text = table.concat(lines):gsub("%(dry%-run%) ", "")
+  local l = {}
+  for line in text:gmatch("[^\n]+") do l[#l + 1] = line end
+  return l
+end
+
+local function index_of(lines, pattern)
+  for i, l in ipairs(lines) do if l:match(pattern) then return i end end
+  error("no line matches " .. pattern .. " in:\n" .. table.concat(lines, "\n"))
+end
+
+describe("snapshot targets", function()
+  it("format as dmsetup table prints them", function()
+    assert.equal("0 4096 snapshot 7:0 7:1 P 8", tostring(dm.snapshot {origin = "7:0", cow = "7:1", length = 4096}))
+    assert.equal("0 4096 snapshot 7:0 7:1 N 16",
+                 tostring(dm.snapshot {origin = "7:0", cow = "7:1", persistent = false, chunk = 16, length = 4096}))
+    assert.equal("0 4096 snapshot 7:0 7:1 PO 8",
+                 tostring(dm.snapshot {origin = "7:0", cow = "7:1", persistent = "po", length = 4096}))
+    assert.equal("0 4096 snapshot 7:0 7:1 P 8", tostring(dm.snapshot {"7:0", "7:1", chunk = "4KiB", length = 4096}))
+    assert.equal("0 4096 snapshot-origin 7:0", tostring(dm.origin("7:0", {length = 4096})))
+    assert.equal("0 4096 snapshot-merge 7:0 7:1 P 8",
+                 tostring(dm.snapshot.merge {origin = "7:0", cow = "7:1", length = 4096}))
+  end)
+
+  it("round-trip dmsetup table text through parse", function()
+    for _, text in ipairs {
+      "0 2097152 snapshot 254:11 254:12 P 16",
+      "0 2097152 snapshot 254:11 254:12 PO 8",
+      "0 2097152 snapshot 254:11 254:12 N 32",
+      "0 2097152 snapshot 254:11 254:12 P 8 2 discard_zeroes_cow discard_passdown_origin",
+      "0 2097152 snapshot-origin 254:11",
+      "0 2097152 snapshot-merge 254:11 254:12 P 16",
+    } do
+      assert.equal(text, tostring(dm.table.parse(text)))
+    end
+    local s = dm.table.parse("0 8 snapshot 254:11 254:12 p 16")[1]
+    assert.same({"254:11", "254:12", "P", 16}, {s.origin, s.cow, s.store, s.chunk})
+    assert.same({"254:11", "254:12"}, s:devices())
+  end)
+
+  it("take their default length from the origin", function()
+    local ctx = fake {["7:0"] = {sectors = 4096, logical_block_size = 512, major = 7, minor = 0},
+                      ["7:1"] = {sectors = 512, logical_block_size = 512, major = 7, minor = 1}}
+    local t = dm.table {dm.snapshot {origin = "7:0", cow = "7:1"}}:targets(ctx)
+    assert.equal(4096, t[1].length)
+    assert.equal(4096, dm.table {dm.origin("7:0")}:targets(ctx)[1].length)
+  end)
+
+  it("are checked before the kernel sees them", function()
+    local ctx = fake {
+      ["7:0"] = {path = "/dev/loop0", sectors = 4096, logical_block_size = 512, major = 7, minor = 0},
+      ["7:1"] = {path = "/dev/loop1", sectors = 512, logical_block_size = 512, major = 7, minor = 1},
+      ["8:0"] = {path = "/dev/sda", sectors = 4096, logical_block_size = 4096, major = 8, minor = 0},
+    }
+    local function v(opts) return function() dm.table {dm.snapshot(opts)}:validate(ctx) end end
+    refused(v {origin = "7:0", cow = "7:1", chunk = 12}, "field 'chunk' must be a power of 2 (sectors), got 12")
+    refused(v {origin = "7:0", cow = "7:1", chunk = 0}, "field 'chunk' must be a power of 2")
+    refused(v {origin = "7:0", cow = "7:1", persistent = "X"}, "field 'persistent' must be true, false, \"P\", \"PO\" or \"N\"")
+    refused(v {origin = "7:0", cow = "7:0"}, "field 'cow' must not be the origin (/dev/7:0)")
+    refused(v {origin = "7:0", cow = "8:0", chunk = 4},
+            "field 'chunk' 4 must be a multiple of the cow's logical block size (/dev/8:0: 8 sectors)")
+    refused(v {origin = "8:0", cow = "7:1", chunk = 2}, "multiple of the origin's logical block size")
+    refused(v {origin = "7:0", cow = "7:1", length = 8192}, "field 'length' must fit in the origin")
+    refused(v {cow = "7:1", length = 8}, "segment 1 (snapshot): field 'origin' is required")
+    refused(v {origin = "7:0"}, "field 'cow' is required")
+    refused(function() dm.table {dm.snapshot.merge {origin = "7:0", cow = "7:1", persistent = false}}:validate(ctx) end,
+            "only a persistent store can be merged")
+    dm.table {dm.snapshot {origin = "7:0", cow = "8:0"}}:validate(ctx)     -- 8 sectors = 4096 bytes: fine
+    dm.table {dm.snapshot {origin = "7:0", cow = "7:1", chunk = 1}}:validate(ctx)
+  end)
+
+  it("parse snapshot status", function()
+    local st = dm.snapshot.status("397896/2097152 1560")
+    assert.same({"active", 397896, 2097152, 1560, false, false, false},
+                {st.state, st.used, st.total, st.metadata, st.invalid, st.overflow, st.merge_failed})
+    assert.equal("397896/2097152 sectors used (1560 metadata)", tostring(st))
+    assert.equal(16, dm.snapshot.status {type = "snapshot-merge", params = "16/2097152 16"}.metadata)
+    assert.is_true(dm.snapshot.status("Invalid").invalid)
+    assert.is_true(dm.snapshot.status("Overflow").overflow)
+    assert.is_true(dm.snapshot.status("Merge failed").merge_failed)
+    assert.equal("unknown", dm.snapshot.status("Unknown").state)
+    refused(function() dm.snapshot.status(42) end, "expected status text")
+  end)
+
+  it("dm.snapshot is the target and carries the workflows", function()
+    assert.equal("snapshot", dm.snapshot {origin = "7:0", cow = "7:1"}.type)
+    for _, f in ipairs {"take", "overlay", "status", "merge", "prepare", "origin"} do
+      assert.equal("function", type(dm.snapshot[f]), f)
+    end
+    assert.equal(dm.snapshot.origin, dm.origin)
+  end)
+
+  it("take loads every table first, then suspends, swaps and resumes (dry run)", function()
+    local lines = dry(function()
+      local l1, l3 = dm.loop.create("/tmp/dry-take1", "2MiB"), dm.loop.create("/tmp/dry-take3", "1MiB")
+      local base = dm.create("dry-take", dm.linear(l1))
+      local snap = dm.snapshot.take(base, {cow = l3, chunk = 16})
+      assert.equal("/dev/mapper/dry-take-snap", snap.view.path)
+      snap:release()
+      base:remove()
+    end)
+    local real = index_of(lines, "^dmsetup create dry%-take%-real %-%-table '0 4096 linear 7:%d+ 0'$")
+    local zero = index_of(lines, "^dd if=/dev/zero of=/dev/loop%d+%? bs=512 count=16 conv=notrunc$")
+    local view = index_of(lines, "^dmsetup create dry%-take%-snap %-%-readonly %-%-table '0 4096 snapshot 253:%d+ 7:%d+ P 16'$")
+    local load = index_of(lines, "^dmsetup load dry%-take %-%-table '0 4096 snapshot%-origin 253:%d+'$")
+    local suspend = index_of(lines, "^dmsetup suspend dry%-take$")
+    local resume = index_of(lines, "^dmsetup resume dry%-take$")
+    assert.is_true(real < zero and zero < view and view < load and load < suspend and suspend < resume)
+    -- release: the origin's own table back (load first), then the snapshot and -real go
+    local back = index_of(lines, "^dmsetup load dry%-take %-%-table '0 4096 linear 7:%d+ 0'$")
+    local rm_view = index_of(lines, "^dmsetup remove %-%-retry dry%-take%-snap$")
+    local rm_real = index_of(lines, "^dmsetup remove %-%-retry dry%-take%-real$")
+    assert.is_true(resume < back and back < rm_view and rm_view < rm_real)
+  end)
+
+  it("overlay commit merges with snapshot-merge loaded first (dry run)", function()
+    local lines = dry(function()
+      local l1, l3 = dm.loop.create("/tmp/dry-ov1", "2MiB"), dm.loop.create("/tmp/dry-ov3", "1MiB")
+      local ov = dm.snapshot.overlay(l1, {cow = l3, name = "dry-ov"})
+      ov:commit()
+    end)
+    local make = index_of(lines, "^dmsetup create dry%-ov %-%-table '0 4096 snapshot 7:%d+ 7:%d+ P 8'$")
+    local load = index_of(lines, "^dmsetup load dry%-ov %-%-table '0 4096 snapshot%-merge 7:%d+ 7:%d+ P 8'$")
+    local suspend = index_of(lines, "^dmsetup suspend dry%-ov$")
+    local resume = index_of(lines, "^dmsetup resume dry%-ov$")
+    local remove = index_of(lines, "^dmsetup remove %-%-retry dry%-ov$")
+    assert.is_true(make < load and load < suspend and suspend < resume and resume < remove)
+  end)
+
+  it("refuses a take with no COW, or of a loop, before any ioctl", function()
+    local before = dm.kernel.total()
+    refused(function() dm.snapshot.take("/dev/loop0", {cow = "/dev/loop1"}) end, "expected a device-mapper Device")
+    assert.equal(before, dm.kernel.total())
+    refused(function() dm.snapshot.overlay("7:0", {chunk = 3}) end, "field 'cow' is required")
+  end)
+end)
+
+-- State-changing operations: the ones a fault is injected into.
+local CHANGING = {dm_create = true, dm_load = true, dm_suspend = true, dm_resume = true, dm_remove = true,
+                  dm_clear = true, dm_rename = true, dm_message = true, loop_attach = true, loop_detach = true}
+
+local function changing()
+  local n = 0
+  for op, c in pairs(dm.kernel.count) do if CHANGING[op] then n = n + c end end
+  return n
+end
+
+-- Every device and its live table.
+local function world()
+  local w = {}
+  for _, d in ipairs(dm.list()) do w[d.name] = support.text(dm.device(d.name):table()) end
+  return w
+end
+
+local function none_suspended()
+  for _, d in ipairs(dm.list()) do
+    local info = dm.device(d.name):info()
+    assert.is_false(info.suspended, d.name .. " was left suspended")
+    assert.is_false(info.inactive_table, d.name .. " was left with an inactive table")
+  end
+end
+
+-- Run fn with the Nth state-changing operation failing, for N = 1, 2, ...
+-- until it succeeds; after each failure, check(err). Returns how many failed.
+local function each_fault(fn, check)
+  support.defer(function() dm.kernel.fault = nil end)
+  for n = 1, 40 do
+    local i = 0
+    dm.kernel.fault = function(op)
+      if CHANGING[op] then i = i + 1 end
+      return CHANGING[op] and i == n
+    end
+    local ok, err = pcall(fn)
+    dm.kernel.fault = nil
+    if ok then return n - 1 end
+    assert.matches("step '[^']+' failed: .*injected fault", tostring(err))
+    assert.truthy(err.step)
+    check(err, n)
+  end
+  error("the operation never succeeded")
+end
+
+local K, M = 1024, 1024 * 1024
+local OFFSETS = {0, 40 * K, M + 512, 3 * M}
+
+-- Write "tag@offset" at each offset, in one open (one sync).
+local function fill(path, tag)
+  local f = assert(io.open(path, "r+b"))
+  for _, o in ipairs(OFFSETS) do
+    f:seek("set", o)
+    f:write(tag .. "@" .. o)
+  end
+  f:close()
+  os.execute("sync")
+end
+
+local function holds(path, tag)
+  for _, o in ipairs(OFFSETS) do
+    local want = tag .. "@" .. o
+    assert.equal(want, support.read(path, o, #want), ("%s at %d"):format(path, o))
+  end
+end
+
+describe("snapshot #kernel", function()
+  it("creates snapshot-origin and snapshot devices that dmsetup reads back", function()
+    local l1, l2 = support.loops(2, "4MiB")
+    local real = support.device("spec-sn-real", dm.linear(l1))
+    dm.snapshot.prepare(l2, 16)
+    local snap = support.device("spec-sn", dm.snapshot {origin = real, cow = l2, chunk = 16})
+    local origin = support.device("spec-sn-origin", dm.origin(real))
+    local want = ("0 8192 snapshot %s %s P 16"):format(real:devno(), l2:devno())
+    assert.equal(want, support.dmsetup("table spec-sn"))
+    assert.equal(want, support.text(snap:table()))
+    assert.equal("0 8192 snapshot-origin " .. real:devno(), support.dmsetup("table spec-sn-origin"))
+    local st = dm.snapshot.status(snap)
+    assert.equal("active", st.state)
+    assert.equal(8192, st.total)
+    assert.equal(support.dmsetup("status spec-sn"):match("snapshot (%d+)/"), tostring(st.used))
+    assert.equal(st.used, st.metadata)
+    support.write(origin.path, 0, "changed")
+    assert.is_true(dm.snapshot.status(snap).used > st.used)
+    origin:remove()
+    snap:remove()
+  end)
+
+  it("zeroes the COW's first chunk unless asked to reuse the store", function()
+    local l1 = support.loops(1)
+    support.write(l1.path, 0, "SnAp old header")
+    support.write(l1.path, 8192, "beyond the chunk")
+    dm.snapshot.prepare(l1, 16)
+    assert.equal(("\0"):rep(8192), support.read(l1.path, 0, 8192))
+    assert.equal("beyond the chunk", support.read(l1.path, 8192, 16))
+  end)
+
+  it("take: the view keeps the old bytes while the origin keeps changing; release restores", function()
+    local l1, l3 = support.loops(2, "4MiB")
+    local base = support.device("spec-base", dm.linear(l1))
+    local own = support.text(base:table())
+    fill(base.path, "old")
+    local snap = dm.snapshot.take(base, {cow = l3, chunk = 8})
+    support.defer(function() pcall(snap.release, snap) end)
+    assert.equal("/dev/mapper/spec-base-snap", snap.view.path)
+    assert.equal("0 8192 snapshot-origin " .. snap.real:devno(), support.dmsetup("table spec-base"))
+    assert.equal(own, support.dmsetup("table spec-base-real"))
+    assert.is_true(snap.view:info().readonly)
+    local before = snap:usage()
+    fill(base.path, "new")
+    fill(base.path, "newer")  -- the data keeps changing
+    holds(base.path, "newer")
+    holds(snap.view.path, "old")
+    local after = snap:usage()
+    assert.is_true(after.used > before.used)
+    assert.matches("^%d+/%d+ sectors used %(%d+ metadata%)$", tostring(after))
+    snap:release()
+    assert.same({"spec-base"}, support.names())
+    assert.equal(own, support.text(base:table()))
+    holds(base.path, "newer")
+  end)
+
+  it("take refuses a device that already has a snapshot", function()
+    local l1, l3, l4 = support.loops(3, "4MiB")
+    local base = support.device("spec-base", dm.linear(l1))
+    local snap = dm.snapshot.take(base, {cow = l3})
+    support.defer(function() pcall(snap.release, snap) end)
+    refused(function() dm.snapshot.take(base, {cow = l4}) end, "already has a snapshot")
+  end)
+
+  it("take and release are undone at every step that fails", function()
+    local l1, l3 = support.loops(2, "4MiB")
+    local base = support.device("spec-base", dm.linear(l1))
+    local other = support.device("spec-other", dm.zero(8))
+    local before = world()
+    fill(base.path, "old")
+    local snap
+    local failures = each_fault(function() snap = dm.snapshot.take(base, {cow = l3}) end, function(err)
+      assert.equal("take", err.op)
+      none_suspended()
+      assert.same(before, world())
+    end)
+    assert.equal(5, failures) -- create real, create snapshot, load, suspend, resume
+    snap:release()
+    assert.same(before, world())
+    assert.truthy(other:info())
+
+    -- release: each failure leaves nothing suspended; calling it again finishes
+    local steps = {}
+    for n = 1, 10 do
+      local s = dm.snapshot.take(base, {cow = l3})
+      local i = 0
+      dm.kernel.fault = function(op)
+        if CHANGING[op] then i = i + 1 end
+        return CHANGING[op] and i == n
+      end
+      local ok, err = pcall(s.release, s)
+      dm.kernel.fault = nil
+      if ok then break end
+      assert.equal("release", err.op)
+      steps[#steps + 1] = err.step
+      none_suspended()
+      s:release()
+      assert.same(before, world())
+    end
+    assert.same({"load origin", "suspend origin", "resume origin", "remove snapshot", "remove real"}, steps)
+    holds(base.path, "old")
+  end)
+
+  it("overlay: the base stays untouched, discard brings it back, commit makes it permanent", function()
+    local l1, l3 = support.loops(2, "4MiB")
+    local base = support.device("spec-base", dm.linear(l1))
+    local own = support.text(base:table())
+    fill(base.path, "base")
+    local ov = dm.snapshot.overlay(base, {cow = l3})
+    support.defer(function() pcall(ov.discard, ov) end)
+    assert.equal("/dev/mapper/spec-base-overlay", ov.view.path)
+    assert.equal(("0 8192 snapshot %s %s P 8"):format(base:devno(), l3:devno()), support.dmsetup("table spec-base-overlay"))
+    holds(ov.view.path, "base")
+    fill(ov.view.path, "scratch")
+    holds(ov.view.path, "scratch")
+    holds(base.path, "base")
+    assert.is_true(ov:usage().used > ov:usage().metadata)
+    ov:discard()
+    assert.same({"spec-base"}, support.names())
+    holds(base.path, "base")
+
+    -- a new overlay on the same COW starts empty: its first chunk was zeroed
+    ov = dm.snapshot.overlay(base, {cow = l3})
+    holds(ov.view.path, "base")
+    fill(ov.view.path, "kept")
+    holds(base.path, "base")
+    ov:commit()
+    assert.same({"spec-base"}, support.names())
+    assert.equal(own, support.text(base:table()))
+    holds(base.path, "kept")
+    refused(function() ov:commit() end, "already discarded or committed")
+  end)
+
+  it("overlay on a read-only loop with a volatile store (the live CD)", function()
+    local dir = support.tmpdir()
+    local f = assert(io.open(dir .. "/image", "wb"))
+    f:write(("\0"):rep(4 * M))
+    f:close()
+    local image = dm.loop.attach(dir .. "/image", {readonly = true})
+    support.defer(function() image:detach() end)
+    local ram = support.loops(1, "1MiB")
+    local ov = dm.snapshot.overlay(image, {cow = ram, persistent = false, name = "spec-live"})
+    support.defer(function() pcall(ov.discard, ov) end)
+    fill(ov.view.path, "live")
+    holds(ov.view.path, "live")
+    assert.equal(("\0"):rep(8), support.read(image.path, 0, 8))
+    refused(function() ov:commit() end, "needs a persistent store")
+    ov:discard()
+    assert.same({}, support.names())
+  end)
+
+  it("overlay, discard and commit are undone at every step that fails", function()
+    local l1, l3 = support.loops(2, "4MiB")
+    local base = support.device("spec-base", dm.linear(l1))
+    local before = world()
+    fill(base.path, "base")
+    local ov
+    assert.equal(1, each_fault(function() ov = dm.snapshot.overlay(base, {cow = l3}) end, function(err)
+      assert.equal("overlay", err.op)
+      assert.equal("create overlay", err.step)
+      none_suspended()
+      assert.same(before, world())
+    end))
+    assert.equal(1, each_fault(function() ov:discard() end, function(err)
+      assert.equal("remove overlay", err.step)
+      none_suspended()
+    end))
+    assert.same(before, world())
+
+    local steps = {}
+    for n = 1, 10 do
+      ov = dm.snapshot.overlay(base, {cow = l3})
+      fill(ov.view.path, "merged" .. n)
+      local i = 0
+      dm.kernel.fault = function(op)
+        if CHANGING[op] then i = i + 1 end
+        return CHANGING[op] and i == n
+      end
+      local ok, err = pcall(ov.commit, ov)
+      dm.kernel.fault = nil
+      if ok then
+        holds(base.path, "merged" .. n)
+        break
+      end
+      assert.equal("commit", err.op)
+      steps[#steps + 1] = err.step
+      none_suspended()
+      if err.step == "remove overlay" then
+        ov:commit()                       -- already merged: finishes
+        holds(base.path, "merged" .. n)
+      else
+        holds(ov.view.path, "merged" .. n) -- still the overlay it was
+        ov:discard()
+      end
+      assert.same(before, world())
+    end
+    assert.same({"load merge", "suspend merge", "resume merge", "remove overlay"}, steps)
+  end)
+
+  it("undoes take and overlay when a dm.scope closes", function()
+    local l1, l3, l4 = support.loops(3, "4MiB")
+    local base = support.device("spec-base", dm.linear(l1))
+    local own = support.text(base:table())
+    do
+      local scope <close> = dm.scope()
+      dm.snapshot.take(base, {cow = l3})
+      dm.snapshot.overlay(base, {cow = l4})
+      assert.equal(4, #support.names())
+    end
+    assert.same({"spec-base"}, support.names())
+    assert.equal(own, support.text(base:table()))
+  end)
+
+  it("counts only the operations it needs", function()
+    local l1, l3 = support.loops(2, "4MiB")
+    local base = support.device("spec-base", dm.linear(l1))
+    local n = changing()
+    local snap = dm.snapshot.take(base, {cow = l3})
+    assert.equal(5, changing() - n)
+    n = changing()
+    snap:release()
+    assert.equal(5, changing() - n)
+  end)
+
+  it("the article and live CD examples run and leave nothing behind", function()
+    local dir = support.tmpdir()
+    for _, name in ipairs {"article", "livecd"} do
+      local out, code = support.sh(("build/dmlua examples/%s.lua %s"):format(name, dir))
+      assert.equal(0, code, out)
+      assert.same({}, support.names(), name)
+      local loops = support.sh("losetup -a")
+      assert.falsy(loops:find(dir, 1, true), name .. " left a loop: " .. loops)
+    end
+  end)
+end)

@@ -1,0 +1,346 @@
+-- Declarative stacks: members, dependency order, plans (without a kernel, in a
+-- dry run), then apply/teardown/cleanup on the real kernel, with faults and a
+-- script killed in the middle.
+local dm = require "devmapper"
+local support = require "spec.support"
+after_each(support.cleanup)
+
+local function refused(f, pattern)
+  local ok, err = pcall(f)
+  assert.is_false(ok)
+  assert.equal("table", type(err))
+  assert.matches(pattern, tostring(err), 1, true)
+  return err
+end
+
+-- Runs fn in dry-run mode; returns the command lines it would have run.
+local function dry(fn)
+  local k = dm.kernel
+  local was, out, text = k.dry_run, k.out, {}
+  k.dry_run, k.out = true, {write = function(_, ...) text[#text + 1] = table.concat {...} end}
+  local ok, err = pcall(fn)
+  k.dry_run, k.out = was, out
+  if not ok then error(err, 0) end
+  return (table.concat(text):gsub("%(dry%-run%) ", ""))
+end
+
+describe("stack", function()
+  it("refuses malformed stacks", function()
+    refused(function() dm.stack {prefix = "a-b", x = dm.zero(8)} end, "field 'prefix' must be 1 to 64 letters, digits or '_'")
+    refused(function() dm.stack {prefix = "", x = dm.zero(8)} end, "field 'prefix'")
+    refused(function() dm.stack {x = dm.zero(8)} end, "field 'prefix'")
+    refused(function() dm.stack {prefix = "p"} end, "a stack needs at least one member")
+    refused(function() dm.stack {prefix = "p", dm.zero(8)} end, "members must be named (name = table), got a number key")
+    refused(function() dm.stack {prefix = "p", x = 42} end, "field 'table' must be a table, a target or dmsetup table text")
+    refused(function() dm.stack {prefix = "p", top = dm.linear("bsae")} end,
+            "stack 'p-top': segment 1 (linear) names \"bsae\", which is not a member")
+    refused(function() dm.stack {prefix = "p", a = dm.linear("b"), b = dm.linear("c"), c = dm.linear("a")} end,
+            "members name each other in a cycle: a -> b -> c -> a")
+    refused(function() dm.stack {prefix = "p", a = dm.linear("a")} end, "cycle: a -> a")
+    refused(function() dm.stack {prefix = "p", [("m"):rep(126)] = dm.zero(8)} end, "must be 1 to 127 bytes long")
+    refused(function() dm.cleanup("") end, "field 'prefix'")
+  end)
+
+  it("orders members after those they name, ties by name", function()
+    local s = dm.stack {prefix = "p", top = dm.linear("mid"), mid = dm.striped {chunk = 8, "base", "other"},
+                        base = dm.zero(64), other = dm.zero(64), alone = dm.zero(8)}
+    assert.same({"alone", "base", "other", "mid", "top"}, s.order)
+    assert.equal("p-mid", s:name("mid"))
+    assert.equal("DMLUA-p-mid", dm.stack.uuid("p", "mid"))
+  end)
+
+  it("plans dmsetup commands, members named by their device paths (dry run)", function()
+    local plan
+    dry(function()
+      local l1 = dm.loop.create("/tmp/dry-stack1", "2MiB")
+      local l2 = dm.loop.create("/tmp/dry-stack2", "1MiB")
+      local l3 = dm.loop.create("/tmp/dry-stack3", "1MiB")
+      local s = dm.stack {prefix = "dryplan", base = dm.table {dm.linear(l1), dm.linear(l2)},
+                          top = dm.linear("base", {offset = 2048}),
+                          snap = dm.snapshot {origin = "base", cow = l3, chunk = 16},
+                          live = dm.snapshot {origin = "base", cow = l3, persistent = false}}
+      plan = s:plan()
+      plan.text = tostring(plan):gsub("7:%d+", "7:x"):gsub("/dev/loop%d+%?", "/dev/loopX")
+    end)
+    assert.same({"base", "live", "snap", "top"}, {plan[1].member, plan[2].member, plan[3].member, plan[4].member})
+    for _, p in ipairs(plan) do assert.equal("create", p.op) end
+    assert.equal(table.concat({
+      "dmsetup create dryplan-base --uuid DMLUA-dryplan-base <<'EOF'",
+      "0 4096 linear 7:x 0",
+      "4096 2048 linear 7:x 0",
+      "EOF",
+      "dmsetup create dryplan-live --uuid DMLUA-dryplan-live --table '0 6144 snapshot /dev/mapper/dryplan-base 7:x N 8'",
+      "dd if=/dev/zero of=/dev/loopX bs=512 count=16 conv=notrunc",
+      "dmsetup create dryplan-snap --uuid DMLUA-dryplan-snap --table '0 6144 snapshot /dev/mapper/dryplan-base 7:x P 16'",
+      "dmsetup create dryplan-top --uuid DMLUA-dryplan-top --table '0 4096 linear /dev/mapper/dryplan-base 2048'",
+    }, "\n"), plan.text)
+  end)
+
+  it("applies in order, then plans nothing; a changed member is reloaded (dry run)", function()
+    local first, second, third, plan
+    first = dry(function()
+      local l1 = dm.loop.create("/tmp/dry-stack4", "2MiB")
+      local s = dm.stack {prefix = "dryapply", base = dm.linear(l1), top = dm.linear("base", {length = 1024})}
+      s:apply()
+      second = dry(function() s:apply() end)
+      plan = tostring(s:plan())
+      s = dm.stack {prefix = "dryapply", base = dm.linear(l1), top = dm.linear("base", {length = 2048})}
+      third = dry(function() s:apply() end)
+      s:teardown()
+    end)
+    assert.matches("dmsetup create dryapply%-base .*dmsetup create dryapply%-top", first)
+    assert.is_nil(second:find("create", 1, true))
+    assert.is_nil(second:find("load", 1, true))
+    assert.is_nil(second:find("suspend", 1, true))
+    assert.is_nil(second:find("resume", 1, true))
+    assert.equal("# dryapply-base: up to date\n# dryapply-top: up to date", plan)
+    assert.matches("dmsetup load dryapply%-top %-%-table '0 2048 linear 253:%d+ 0'\ndmsetup suspend dryapply%-top\n"
+                   .. "dmsetup resume dryapply%-top\n", third)
+    assert.is_nil(third:find("load dryapply-base", 1, true))
+    assert.matches("dmsetup remove %-%-retry dryapply%-top\n.*dmsetup remove %-%-retry dryapply%-base\n", first)
+  end)
+
+  it("refuses to adopt a device that is not its own (dry run)", function()
+    dry(function()
+      local d = dm.create("dryforeign-base", dm.zero(8))
+      local s = dm.stack {prefix = "dryforeign", base = dm.zero(8)}
+      refused(function() s:plan() end, "exists and is not part of stack 'dryforeign' (its uuid is nil, not DMLUA-dryforeign-base)")
+      refused(function() s:apply() end, "apply 'dryforeign': step 'plan dryforeign-base' failed")
+      assert.equal("foreign", s:status().base.state)
+      d:remove()
+    end)
+  end)
+
+  it("cleanup removes exactly what carries the prefix (dry run)", function()
+    local removed, left
+    dry(function()
+      dm.stack {prefix = "drycl", a = dm.zero(8), b = dm.linear("a")}:apply()
+      dm.stack {prefix = "drycl2", a = dm.zero(8)}:apply()
+      dm.stack {prefix = "dry", a = dm.zero(8)}:apply()
+      dm.create("drycl-lookalike", dm.zero(8))
+      removed = dm.cleanup("drycl")
+      left = {}
+      for _, d in ipairs(dm.list()) do left[d.name] = true end
+      dm.cleanup("drycl2")
+      dm.cleanup("dry")
+      dm.device("drycl-lookalike"):remove()
+    end)
+    assert.same({"drycl-a", "drycl-b"}, removed)
+    assert.is_nil(left["drycl-a"])
+    assert.is_true(left["drycl2-a"])
+    assert.is_true(left["dry-a"])
+    assert.is_true(left["drycl-lookalike"])
+  end)
+
+  it("reports each member's state (dry run)", function()
+    dry(function()
+      local s = dm.stack {prefix = "drystat", a = dm.zero(8), b = dm.linear("a")}
+      local st = s:status()
+      assert.equal("missing", st.a.state)
+      assert.equal("missing", st[2].state)
+      s:apply()
+      st = s:status()
+      assert.equal("current", st.b.state)
+      assert.equal("drystat-a: current\ndrystat-b: current", tostring(st))
+      s:teardown()
+    end)
+  end)
+end)
+
+-- State-changing operations: the ones a fault is injected into, and counted.
+local CHANGING = {dm_create = true, dm_load = true, dm_suspend = true, dm_resume = true, dm_remove = true,
+                  dm_clear = true, dm_rename = true, dm_message = true, loop_attach = true, loop_detach = true}
+
+local function changing()
+  local n = 0
+  for op, c in pairs(dm.kernel.count) do if CHANGING[op] then n = n + c end end
+  return n
+end
+
+local function world()
+  local w = {}
+  for _, d in ipairs(dm.list()) do w[d.name] = support.text(dm.device(d.name):table()) end
+  return w
+end
+
+local function none_suspended()
+  for _, d in ipairs(dm.list()) do
+    local info = dm.device(d.name):info()
+    assert.is_false(info.suspended, d.name .. " was left suspended")
+    assert.is_false(info.inactive_table, d.name .. " was left with an inactive table")
+  end
+end
+
+local function fail_nth(n)
+  local i = 0
+  dm.kernel.fault = function(op)
+    if CHANGING[op] then i = i + 1 end
+    return CHANGING[op] and i == n
+  end
+end
+
+-- A three-level stack over two loops: base, a snapshot of it, and a top;
+-- `changed` gives base and top other tables of the same size.
+local function sample(prefix, l1, l2, l3, changed)
+  return dm.stack {prefix = prefix,
+                   base = changed and dm.table {dm.linear(l1), dm.linear(l2, {length = 2048}), dm.zero(2048)}
+                          or dm.table {dm.linear(l1), dm.linear(l2)},
+                   snap = dm.snapshot {origin = "base", cow = l3},
+                   top = dm.linear("snap", {offset = changed and 64 or 8, length = 1024})}
+end
+
+describe("stack #kernel", function()
+  it("applies members in dependency order, with their UUIDs, as dmsetup sees them", function()
+    local l1, l2, l3 = support.loops(3)
+    local s = sample("spst", l1, l2, l3)
+    support.defer(function() pcall(s.teardown, s) end)
+    s:apply()
+    assert.same({"spst-base", "spst-snap", "spst-top"}, support.names())
+    local base, snap = s:device("base"), s:device("snap")
+    assert.equal(("0 4096 linear %s 0\n4096 4096 linear %s 0"):format(l1:devno(), l2:devno()),
+                 support.dmsetup("table spst-base"))
+    assert.equal(("0 8192 snapshot %s %s P 8"):format(base:devno(), l3:devno()), support.dmsetup("table spst-snap"))
+    assert.equal(("0 1024 linear %s 8"):format(snap:devno()), support.dmsetup("table spst-top"))
+    for _, m in ipairs {"base", "snap", "top"} do
+      assert.equal("DMLUA-spst-" .. m, s:device(m):info().uuid)
+      assert.equal("DMLUA-spst-" .. m, support.dmsetup("info -c --noheadings -o uuid spst-" .. m))
+    end
+    local st = s:status()
+    assert.equal("current", st.snap.state)
+    assert.equal("snapshot", st.snap.status[1].type)
+    s:teardown()
+    assert.same({}, support.names())
+  end)
+
+  it("a second apply makes no state-changing ioctl; a changed member is reloaded in place", function()
+    local l1, l2, l3 = support.loops(3)
+    local s = sample("spst", l1, l2, l3)
+    support.defer(function() pcall(s.teardown, s) end)
+    s:apply()
+    local devno = s:device("top"):devno()
+    local n = changing()
+    s:apply()
+    assert.equal(0, changing() - n)
+    s = dm.stack {prefix = "spst", base = s.members.base, snap = s.members.snap,
+                  top = dm.linear("snap", {offset = 16, length = 2048})}
+    assert.same({"keep", "keep", "reload"}, {s:plan()[1].op, s:plan()[2].op, s:plan()[3].op})
+    n = changing()
+    s:apply()
+    assert.equal(3, changing() - n) -- load, suspend, resume
+    assert.equal(devno, s:device("top"):devno())
+    assert.equal(("0 2048 linear %s 16"):format(s:device("snap"):devno()), support.dmsetup("table spst-top"))
+    none_suspended()
+  end)
+
+  it("resumes a suspended member, and teardown resumes before removing", function()
+    local l1, l2, l3 = support.loops(3)
+    local s = sample("spst", l1, l2, l3)
+    support.defer(function() pcall(s.teardown, s) end)
+    s:apply()
+    s:device("top"):suspend()
+    assert.equal("resume", s:plan()[3].op)
+    s:apply()
+    assert.is_false(s:device("top"):info().suspended)
+    s:device("top"):suspend()
+    s:device("base"):suspend()
+    s:teardown()
+    assert.same({}, support.names())
+  end)
+
+  it("teardown refuses to pull a member from under a device that is not its own", function()
+    local l1, l2, l3 = support.loops(3)
+    local s = sample("spst", l1, l2, l3)
+    support.defer(function() pcall(s.teardown, s) end)
+    s:apply()
+    local outsider = support.device("spec-outsider", dm.linear("/dev/mapper/spst-top"))
+    local err = refused(function() s:teardown() end, "spst-top' failed: teardown 'spst-top': is held by /dev/mapper/spec-outsider")
+    assert.equal("remove spst-top", err.step)
+    assert.same({"spec-outsider", "spst-base", "spst-snap", "spst-top"}, support.names())
+    outsider:remove()
+    s:teardown()
+    assert.same({}, support.names())
+  end)
+
+  it("rolls back at every step of apply, fresh and reloading", function()
+    local l1, l2, l3 = support.loops(3)
+    local other = support.device("spec-other", dm.linear(l1, {length = 8}))
+    local s = sample("spst", l1, l2, l3)
+    support.defer(function() dm.kernel.fault = nil; pcall(s.teardown, s) end)
+    local before = world()
+    local steps = {}
+    for n = 1, 10 do
+      fail_nth(n)
+      local ok, err = pcall(s.apply, s)
+      dm.kernel.fault = nil
+      if ok then break end
+      assert.equal("apply", err.op)
+      assert.matches("step '[^']+' failed: .*injected fault", tostring(err))
+      steps[#steps + 1] = err.step
+      none_suspended()
+      assert.same(before, world())
+    end
+    assert.same({"create spst-base", "create spst-snap", "create spst-top"}, steps)
+
+    -- change two members: each failure puts back the tables that were live
+    local applied = world()
+    s = sample("spst", l1, l2, l3, true)
+    steps = {}
+    for n = 1, 20 do
+      fail_nth(n)
+      local ok, err = pcall(s.apply, s)
+      dm.kernel.fault = nil
+      if ok then break end
+      steps[#steps + 1] = err.step
+      none_suspended()
+      assert.same(applied, world())
+    end
+    assert.same({"reload spst-base", "reload spst-base", "reload spst-base",
+                 "reload spst-top", "reload spst-top", "reload spst-top"}, steps)
+    assert.truthy(other:info())
+  end)
+
+  it("is undone when a dm.scope closes", function()
+    local l1, l2, l3 = support.loops(3)
+    do
+      local scope <close> = dm.scope()
+      sample("spst", l1, l2, l3):apply()
+      assert.equal(3, #support.names())
+    end
+    assert.same({}, support.names())
+  end)
+
+  it("dm.cleanup removes what a script killed with SIGKILL during apply left, and nothing else", function()
+    local dir = support.tmpdir()
+    local l1 = support.loops(1, "4MiB")
+    local other = support.device("spec-other", dm.linear(l1, {length = 8}))
+    local lookalike = support.device("crash-lookalike", dm.zero(8), {uuid = "DMLUA-crashed-x"})
+    local script = dir .. "/crash.lua"
+    local f = assert(io.open(script, "w"))
+    f:write(([[
+      local dm = require "devmapper"
+      local s = dm.stack {prefix = "crash", a = dm.linear(%q, {length = 2048}), b = dm.linear("a"),
+                          c = dm.linear("b"), d = dm.linear("c", {length = 1024}), e = dm.linear("d"),
+                          f = dm.striped {chunk = 8, "e", "c", length = 2048}}
+      while true do s:apply(); s:teardown() end
+    ]]):format(l1.path))
+    f:close()
+    support.defer(function() pcall(dm.cleanup, "crash") end)
+    local seen = 0
+    for i = 1, 4 do
+      local delay = 0.3 + math.random() * 1.2
+      local out = support.sh(("{ build/dmlua %s & pid=$!; sleep %.2f; kill -9 $pid; wait $pid; echo killed; }")
+                             :format(script, delay))
+      assert.matches("killed", out)
+      seen = seen + #dm.cleanup("crash")
+      for _, d in ipairs(dm.list()) do
+        local uuid = dm.device(d.name):info().uuid or ""
+        assert.is_nil(uuid:match("^DMLUA%-crash%-"), d.name .. " is left")
+      end
+      none_suspended()
+      assert.equal(("0 8 linear %s 0"):format(l1:devno()), support.text(other:table()))
+      assert.equal("0 8 zero", support.text(lookalike:table()))
+    end
+    assert.same({"crash-lookalike", "spec-other"}, support.names())
+    assert.is_true(seen > 0, "no kill landed while the stack existed")
+  end)
+end)
