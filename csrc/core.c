@@ -2,6 +2,7 @@
 #include <errno.h>
 #include <stdarg.h>
 #include <string.h>
+#include <time.h>
 
 #include "devmapper.h"
 #include "internal.h"
@@ -69,6 +70,16 @@ static int l_error(lua_State *L)
 	return lua_error(L);
 }
 
+/* core.sleep(seconds): for bounded polls (a merge finishing), without a fork. */
+static int l_sleep(lua_State *L)
+{
+	double s = luaL_checknumber(L, 1);
+	struct timespec ts = {(time_t)s, (long)((s - (time_t)s) * 1e9)};
+	while (nanosleep(&ts, &ts) != 0 && errno == EINTR)
+		;
+	return 0;
+}
+
 lua_Integer opt_int_field(lua_State *L, int idx, const char *k, lua_Integer d)
 {
 	lua_Integer v = d;
@@ -100,6 +111,8 @@ int luaopen_devmapper_core(lua_State *L)
 	lua_newtable(L);
 	lua_pushcfunction(L, l_error);
 	lua_setfield(L, -2, "error");
+	lua_pushcfunction(L, l_sleep);
+	lua_setfield(L, -2, "sleep");
 	dm_open(L);
 	loop_open(L);
 	blkdev_open(L);

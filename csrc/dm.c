@@ -195,11 +195,28 @@ static void add_targets(lua_State *L, int idx, struct dm_task *dmt, const char *
 	}
 }
 
+/* Raises for a closed key now, before a task exists that it would leak. */
+static void check_keys(lua_State *L, int idx)
+{
+	lua_Integer i, n;
+	luaL_checktype(L, idx, LUA_TTABLE);
+	n = luaL_len(L, idx);
+	for (i = 1; i <= n; i++) {
+		int top = lua_gettop(L);
+		size_t size;
+		if (lua_geti(L, idx, i) == LUA_TTABLE && lua_getfield(L, -1, "key") != LUA_TNIL)
+			key_bytes(L, -1, &size);
+		lua_settop(L, top);
+	}
+}
+
 /* core.dm_create(name, targets, {uuid=, readonly=}): create, load, resume. */
 static int l_create(lua_State *L)
 {
 	const char *name = luaL_checkstring(L, 1);
-	struct dm_task *dmt = new_task(L, DM_DEVICE_CREATE, "create", name);
+	struct dm_task *dmt;
+	check_keys(L, 2);
+	dmt = new_task(L, DM_DEVICE_CREATE, "create", name);
 	const char *uuid = NULL;
 	if (lua_type(L, 3) == LUA_TTABLE && lua_getfield(L, 3, "uuid") == LUA_TSTRING)
 		uuid = lua_tostring(L, -1);
@@ -245,7 +262,9 @@ static int l_create(lua_State *L)
 static int l_load(lua_State *L)
 {
 	const char *name = luaL_checkstring(L, 1);
-	struct dm_task *dmt = new_task(L, DM_DEVICE_RELOAD, "load", name);
+	struct dm_task *dmt;
+	check_keys(L, 2);
+	dmt = new_task(L, DM_DEVICE_RELOAD, "load", name);
 	if (opt_bool_field(L, 3, "readonly", 0))
 		dm_task_set_ro(dmt);
 	add_targets(L, 2, dmt, "load", name);

@@ -85,24 +85,32 @@ static struct key *key_push(lua_State *L, const char *origin)
 	return k;
 }
 
-/* Make room for need bytes, keeping the bytes held; raises (wiping) on failure. */
-static void key_reserve(lua_State *L, struct key *k, size_t need, const char *op)
+/* Make room for need bytes, keeping those held. 0, or -1 with errno set. */
+static int key_grow(struct key *k, size_t need)
 {
 	size_t cap = need ? need : 1;
 	unsigned char *p;
 	if (k->bytes && cap <= k->cap)
-		return;
-	if (!(p = secure_map(&cap))) {
-		int err = errno;
-		key_release(k);
-		raise_error(L, op, NULL, err, "cannot map memory for a key");
-	}
+		return 0;
+	if (!(p = secure_map(&cap)))
+		return -1;
 	if (k->bytes) {
 		memcpy(p, k->bytes, k->size);
 		secure_unmap(k->bytes, k->cap);
 	}
 	k->bytes = p;
 	k->cap = cap;
+	return 0;
+}
+
+/* key_grow, or raise (the key wiped) naming op. */
+static void key_reserve(lua_State *L, struct key *k, size_t need, const char *op)
+{
+	if (key_grow(k, need) < 0) {
+		int err = errno;
+		key_release(k);
+		raise_error(L, op, NULL, err, "cannot map memory for a key");
+	}
 }
 
 /* The open Key at idx, or raise naming op. */
@@ -126,12 +134,15 @@ const unsigned char *key_bytes(lua_State *L, int idx, size_t *size)
 /* A passphrase: a Lua string (the caller's choice) or an open Key. */
 static const unsigned char *secret_arg(lua_State *L, int idx, size_t *len, const char *op)
 {
+	struct key *k;
 	if (lua_type(L, idx) == LUA_TSTRING)
 		return (const unsigned char *)lua_tolstring(L, idx, len);
 	if (!luaL_testudata(L, idx, KEY_TYPE))
 		raise_error(L, op, NULL, EINVAL, "the passphrase must be a string or a devmapper.Key, got %s",
 		            luaL_typename(L, idx));
-	return key_bytes(L, idx, len);
+	k = key_check(L, idx, op);
+	*len = k->size;
+	return k->bytes;
 }
 
 static size_t size_arg(lua_State *L, int idx, const char *op)
@@ -298,38 +309,40 @@ static double cpu_now(void)
 	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-static void progress(int show, const char *what, double target, double spent)
-{
-	if (show)
-		fprintf(stderr, "\rkey.derive: calibrating %s for %.1f s (%.0f ms so far)\033[K", what, target,
-		        spent * 1000);
-}
+/* A calibration under way: what it times, and the progress line on stderr. */
+struct bench {
+	lua_State *L;
+	const EVP_MD *md;	/* PBKDF2's digest; NULL for scrypt */
+	size_t size;		/* PBKDF2's cost grows with the blocks it makes */
+	int show;
+	char what[32];
+	double target, spent;
+};
 
-/*
- * Time one derivation of a throwaway passphrase with the real output size
- * (PBKDF2's cost grows with the blocks it makes), in CPU seconds.
- */
-static double bench(lua_State *L, const EVP_MD *md, uint64_t cost, uint64_t r, uint64_t p, size_t size)
+/* CPU seconds of one derivation of a throwaway passphrase at this cost. */
+static double bench_run(struct bench *b, uint64_t cost, uint64_t r, uint64_t p)
 {
 	static const unsigned char pass[] = "calibration", salt[32];
 	unsigned char out[KEY_MAX];
 	double t = cpu_now();
-	int ok = md ? pbkdf2(pass, sizeof(pass) - 1, salt, sizeof(salt), cost, md, out, size)
-	            : scrypt(pass, sizeof(pass) - 1, salt, sizeof(salt), cost, r, p, out, size);
+	int ok = b->md ? pbkdf2(pass, sizeof(pass) - 1, salt, sizeof(salt), cost, b->md, out, b->size)
+	               : scrypt(pass, sizeof(pass) - 1, salt, sizeof(salt), cost, r, p, out, b->size);
 	t = cpu_now() - t;
-	secure_wipe(out, size);
+	secure_wipe(out, b->size);
 	if (!ok)
-		raise_error(L, "key.derive", NULL, 0, "benchmark failed: %s", openssl_reason());
+		raise_error(b->L, "key.derive", NULL, 0, "benchmark failed: %s", openssl_reason());
+	b->spent += t;
+	if (b->show)
+		fprintf(stderr, "\rkey.derive: calibrating %s for %.1f s (%.1f s so far)\033[K", b->what, b->target,
+		        b->spent);
 	return t > 1e-6 ? t : 1e-6;
 }
 
 /* The fastest of t and n more runs: other load only ever makes a run slower. */
-static double bench_best(lua_State *L, const EVP_MD *md, uint64_t cost, uint64_t r, uint64_t p, size_t size,
-                         double t, int n, double *spent)
+static double bench_best(struct bench *b, uint64_t cost, uint64_t r, uint64_t p, double t, int n)
 {
 	while (n-- > 0) {
-		double u = bench(L, md, cost, r, p, size);
-		*spent += u;
+		double u = bench_run(b, cost, r, p);
 		if (u < t)
 			t = u;
 	}
@@ -349,62 +362,48 @@ static int l_calibrate(lua_State *L)
 {
 	const char *kdf = luaL_checkstring(L, 1);
 	const char *hash = luaL_optstring(L, 2, "sha256");
-	size_t size = size_arg(L, 3, "key.derive");
-	double target = luaL_checknumber(L, 4);
 	lua_Integer memory = luaL_optinteger(L, 5, 128 << 20);
-	int show = lua_toboolean(L, 6) && isatty(STDERR_FILENO);
-	double spent = 0, t;
-	char what[32];
-	if (!(target > 0 && target <= 3600))
+	struct bench b = {L, NULL, size_arg(L, 3, "key.derive"), lua_toboolean(L, 6) && isatty(STDERR_FILENO),
+	                  "", luaL_checknumber(L, 4), 0};
+	double t;
+	if (!(b.target > 0 && b.target <= 3600))
 		return raise_error(L, "key.derive", NULL, EINVAL, "time must be above 0 and at most 3600 seconds");
 	if (strcmp(kdf, "pbkdf2") == 0) {
-		const EVP_MD *md = pbkdf2_md(L, hash);
-		double enough = target / 4 < 0.25 ? target / 4 : 0.25, it;
+		double enough = b.target / 4 < 0.25 ? b.target / 4 : 0.25, it;
 		uint64_t iter = PBKDF2_MIN;
-		snprintf(what, sizeof(what), "pbkdf2-%s", hash);
-		for (;;) {
-			spent += t = bench(L, md, iter, 0, 0, size);
-			progress(show, what, target, spent);
-			if (t >= enough || iter >= INT32_MAX)
-				break;
+		b.md = pbkdf2_md(L, hash);
+		snprintf(b.what, sizeof(b.what), "pbkdf2-%s", hash);
+		while ((t = bench_run(&b, iter, 0, 0)) < enough && iter < INT32_MAX) {
 			it = iter * (t < enough / 16 ? 16 : 1.25 * enough / t);
 			iter = it < INT32_MAX ? (uint64_t)it : INT32_MAX;
 		}
-		t = bench_best(L, md, iter, 0, 0, size, t, 2, &spent);
-		it = iter * target / t;
+		t = bench_best(&b, iter, 0, 0, t, 2);
+		it = iter * b.target / t;
 		lua_pushinteger(L, it < PBKDF2_MIN ? PBKDF2_MIN : it > INT32_MAX ? INT32_MAX : (lua_Integer)it);
-		if (show)
-			fputs("\r\033[K", stderr);
-		return 1;
 	} else if (strcmp(kdf, "scrypt") == 0) {
 		uint64_t N = 1024, r, p;
 		double w, a, c;
-		snprintf(what, sizeof(what), "scrypt");
+		snprintf(b.what, sizeof(b.what), "scrypt");
 		if (memory < 128 * 16 * 1024)
 			return raise_error(L, "key.derive", NULL, EINVAL, "scrypt needs memory of at least 2 MiB");
-		for (;;) {
-			spent += t = bench(L, NULL, N, 8, 1, size);
-			progress(show, what, target, spent);
-			if (2 * t > target || 128 * 16 * 2 * N > (uint64_t)memory)
-				break;
+		while (2 * (t = bench_run(&b, N, 8, 1)) <= b.target && 128 * 16 * 2 * N <= (uint64_t)memory)
 			N *= 2;
-		}
 		/* a run costs r/8 (a + c p): a is filling the memory, c each pass over it */
-		t = bench_best(L, NULL, N, 8, 1, size, t, 1, &spent);
-		c = bench_best(L, NULL, N, 8, 2, size, HUGE_VAL, 2, &spent) - t;
+		t = bench_best(&b, N, 8, 1, t, 1);
+		c = bench_best(&b, N, 8, 2, HUGE_VAL, 2) - t;
 		c = c > t / 2 ? c : t / 2;
 		a = t > c ? t - c : 0;
-		for (p = 1; (w = 8 * target / (a + c * p)) > 16.5; p++)
+		for (p = 1; (w = 8 * b.target / (a + c * p)) > 16.5; p++)
 			;
 		r = w < 1.5 ? 1 : (uint64_t)(w + 0.5);
 		lua_pushinteger(L, (lua_Integer)N);
 		lua_pushinteger(L, (lua_Integer)r);
 		lua_pushinteger(L, (lua_Integer)p);
-		if (show)
-			fputs("\r\033[K", stderr);
-		return 3;
-	}
-	return raise_error(L, "key.derive", NULL, EINVAL, "kdf must be pbkdf2 or scrypt, got '%s'", kdf);
+	} else
+		return raise_error(L, "key.derive", NULL, EINVAL, "kdf must be pbkdf2 or scrypt, got '%s'", kdf);
+	if (b.show)
+		fputs("\r\033[K", stderr);
+	return strcmp(kdf, "scrypt") == 0 ? 3 : 1;
 }
 
 /*
@@ -479,13 +478,14 @@ static int l_plain(lua_State *L)
  * cryptsetup's interactive entry). More than max bytes is refused, the rest
  * of the line drained. Returns 0, or -1 with errno set (EMSGSIZE: too long).
  */
-static int tty_line(lua_State *L, struct key *k, int fd, const char *prompt, size_t max, const char *op)
+static int tty_line(struct key *k, int fd, const char *prompt, size_t max)
 {
 	struct termios orig, quiet;
 	int err = 0, restore;
 	size_t n = 0;
 	unsigned char c;
-	key_reserve(L, k, max, op);
+	if (key_grow(k, max) < 0)
+		return -1;
 	restore = tcgetattr(fd, &orig) == 0;
 	if (restore) {
 		quiet = orig;
@@ -512,8 +512,8 @@ static int tty_line(lua_State *L, struct key *k, int fd, const char *prompt, siz
 	secure_wipe(&c, 1);
 	if (restore) {
 		tcsetattr(fd, TCSAFLUSH, &orig);
-		if (write(fd, "\n", 1) < 0)
-			err = err ? err : errno;
+		ssize_t echo = write(fd, "\n", 1);	/* for the Enter key; cosmetic */
+		(void)echo;
 	}
 	k->size = n;
 	errno = err;
@@ -540,7 +540,7 @@ static int l_prompt(lua_State *L)
 	if (fd < 0)
 		return raise_error(L, "key.prompt", "/dev/tty", errno, "no terminal to ask on");
 	k = key_push(L, "prompt");
-	if (tty_line(L, k, fd, text, max, "key.prompt") < 0) {
+	if (tty_line(k, fd, text, max) < 0) {
 		int err = errno;
 		close(fd);
 		return read_failed(L, k, "key.prompt", "/dev/tty", err, max);
@@ -552,7 +552,7 @@ static int l_prompt(lua_State *L)
 	}
 	if (verify) {
 		again = key_push(L, "prompt");
-		if (tty_line(L, again, fd, "Verify passphrase: ", max, "key.prompt") < 0) {
+		if (tty_line(again, fd, "Verify passphrase: ", max) < 0) {
 			int err = errno;
 			close(fd);
 			key_release(k);
@@ -571,6 +571,56 @@ static int l_prompt(lua_State *L)
 	return 1;
 }
 
+/* Skip offset bytes: seek, or read them away from a pipe. 0, or -1 with errno. */
+static int skip_bytes(int fd, off_t offset)
+{
+	unsigned char junk[512];
+	if (offset == 0 || lseek(fd, offset, SEEK_CUR) >= 0)
+		return 0;
+	while (offset > 0) {
+		ssize_t got = read(fd, junk, offset < (off_t)sizeof(junk) ? (size_t)offset : sizeof(junk));
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got <= 0)
+			break;
+		offset -= got;
+	}
+	secure_wipe(junk, sizeof(junk));
+	return offset > 0 ? -1 : 0;
+}
+
+/*
+ * Read up to want bytes into k, growing it from a page (or the file's
+ * size); with newline set, one byte at a time so that nothing after the
+ * newline is consumed. 0, or -1 with errno set.
+ */
+static int read_bytes(struct key *k, int fd, size_t want, int newline)
+{
+	struct stat st;
+	size_t first = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (size_t)st.st_size < want
+	               ? (size_t)st.st_size : want < 4096 ? want : 4096;
+	if (key_grow(k, first) < 0)
+		return -1;
+	while (k->size < want) {
+		ssize_t got;
+		if (k->size == k->cap && key_grow(k, k->cap * 2 < want ? k->cap * 2 : want) < 0)
+			return -1;
+		got = read(fd, k->bytes + k->size, newline ? 1 : (k->cap < want ? k->cap : want) - k->size);
+		if (got < 0 && errno == EINTR)
+			continue;
+		if (got < 0)
+			return -1;
+		if (got == 0)
+			break;
+		if (newline && k->bytes[k->size] == '\n') {
+			k->bytes[k->size] = 0;
+			break;
+		}
+		k->size += (size_t)got;
+	}
+	return 0;
+}
+
 /*
  * core.key_read(path_or_fd, size, max, offset, newline): cryptsetup's rules.
  * A terminal gives one line, echo off. Otherwise, with newline set (stdin
@@ -580,18 +630,18 @@ static int l_prompt(lua_State *L)
  */
 static int l_read(lua_State *L)
 {
-	int fd, own = 0, err = 0;
-	const char *name;
 	size_t size = (size_t)luaL_optinteger(L, 2, 0);
 	size_t max = (size_t)luaL_optinteger(L, 3, 8192 * 1024);
 	lua_Integer offset = luaL_optinteger(L, 4, 0);
 	int newline = lua_isnil(L, 5) ? -1 : lua_toboolean(L, 5);
-	size_t want, n = 0;
+	int fd, own = 0, r, err;
+	const char *name;
 	struct key *k;
+	lua_settop(L, 5);
+	k = key_push(L, "read");	/* at 6 */
 	if (lua_type(L, 1) == LUA_TNUMBER) {
 		fd = (int)luaL_checkinteger(L, 1);
 		name = lua_pushfstring(L, "fd %d", fd);
-		lua_replace(L, 1);
 	} else {
 		name = luaL_checkstring(L, 1);
 		if (strcmp(name, "-") == 0)
@@ -601,70 +651,31 @@ static int l_read(lua_State *L)
 		else
 			own = 1;
 	}
-	if (newline < 0)
-		newline = fd == STDIN_FILENO;
-	want = size ? size : max + 1;
-	k = key_push(L, "read");
-	if (isatty(fd)) {
-		if (offset) {
-			if (own)
-				close(fd);
-			return raise_error(L, "key.read", name, EINVAL, "offset cannot apply to a terminal");
-		}
-		if (tty_line(L, k, fd, NULL, size ? size : max, "key.read") < 0)
-			err = errno;
-		n = k->size;
-	} else {
-		struct stat st;
-		if (offset && lseek(fd, offset, SEEK_CUR) < 0) {
-			/* a pipe: skip by reading */
-			unsigned char skip[512];
-			while (!err && offset > 0) {
-				ssize_t got = read(fd, skip, offset < (lua_Integer)sizeof(skip) ? (size_t)offset : sizeof(skip));
-				if (got < 0 && errno != EINTR)
-					err = errno;
-				else if (got == 0)
-					break;
-				else if (got > 0)
-					offset -= got;
-			}
-			secure_wipe(skip, sizeof(skip));
-		}
-		key_reserve(L, k, fstat(fd, &st) == 0 && S_ISREG(st.st_mode) && (size_t)st.st_size < want
-		                  ? (size_t)st.st_size : want < 4096 ? want : 4096, "key.read");
-		while (!err && n < want) {
-			ssize_t got;
-			if (n == k->cap)
-				key_reserve(L, k, k->cap * 2 < want ? k->cap * 2 : want, "key.read");
-			got = read(fd, k->bytes + n, newline ? 1 : (k->cap < want ? k->cap : want) - n);
-			if (got < 0 && errno == EINTR)
-				continue;
-			if (got < 0)
-				err = errno;
-			if (got <= 0)
-				break;
-			if (newline && k->bytes[n] == '\n') {
-				k->bytes[n] = 0;
-				break;
-			}
-			n += (size_t)got;
-		}
-		k->size = n;
-	}
+	if (isatty(fd) && offset) {
+		r = -1;
+		errno = ESPIPE;
+	} else if (isatty(fd))
+		r = tty_line(k, fd, NULL, size ? size : max);
+	else
+		r = skip_bytes(fd, (off_t)offset) < 0 ? -1
+		    : read_bytes(k, fd, size ? size : max + 1, newline < 0 ? fd == STDIN_FILENO : newline);
+	err = errno;
 	if (own)
 		close(fd);
-	if (err)
+	if (r < 0)
 		return read_failed(L, k, "key.read", name, err, max);
-	if (n == 0) {
+	if (k->size == 0) {
 		key_release(k);
 		return raise_error(L, "key.read", name, EINVAL, "empty input refused");
 	}
-	if (!size && n > max)
+	if (!size && k->size > max)
 		return read_failed(L, k, "key.read", name, EMSGSIZE, max);
-	if (size && n != size) {
+	if (size && k->size != size) {
+		int got = (int)k->size;
 		key_release(k);
-		return raise_error(L, "key.read", name, EINVAL, "wanted %d bytes, the input has %d", (int)size, (int)n);
+		return raise_error(L, "key.read", name, EINVAL, "wanted %d bytes, the input has %d", (int)size, got);
 	}
+	lua_settop(L, 6);
 	return 1;
 }
 

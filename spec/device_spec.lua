@@ -139,7 +139,7 @@ describe("device #kernel", function()
     -- the kernel removes it from a work queue after the last close
     for _ = 1, 50 do
       if not dev:info() then break end
-      os.execute("sleep 0.1")
+      require("devmapper.core").sleep(0.1)
     end
     assert.is_nil(dev:info())
   end)

@@ -200,6 +200,10 @@ describe("dm.key.read", function()
     local k = dm.key.read(file(dir, "k", "line one\nline two\n"))
     assert.equal(hex(dm.key.from_hex("6c696e65206f6e650a6c696e652074776f0a")), hex(k))
     assert.matches("^devmapper.Key: 18 bytes, read$", tostring(k))
+    local big = ("0123456789"):rep(1000)
+    local b = dm.key.read(file(dir, "big", big))
+    assert.equal(10000, #b)
+    assert.equal(big, unhex(b:hex()))
   end)
 
   it("ends at a newline on stdin, not in a file given as '-' with newline = false", function()
@@ -208,6 +212,9 @@ describe("dm.key.read", function()
     assert.equal("736563726574", out)
     out = support.sh(("printf 'secret\\nmore' | %s -e '%s'"):format(lua_cmd(), code:format("{newline = false}")))
     assert.equal("7365637265740a6d6f7265", out)
+    out = support.sh(("head -c 10000 /dev/zero | tr '\\0' x | %s -e '%s'")
+                     :format(lua_cmd(), [[io.write(#require("devmapper").key.read("-", {newline = false}))]]))
+    assert.equal("10000", out)
   end)
 
   it("reads exactly size bytes from an offset, and refuses a short file", function()
@@ -231,24 +238,43 @@ describe("dm.key.read", function()
 end)
 
 describe("dm.key.prompt", function()
-  -- util-linux script(1) gives the child a terminal; input comes after the prompt.
-  local function on_tty(code, input)
+  -- util-linux script(1) gives the child a terminal; each line of input
+  -- comes a while after the last, once the child waits for it (turning echo
+  -- off flushes what was typed ahead, as in cryptsetup).
+  local function on_tty(code, lines)
     local dir = support.tmpdir()
     local f = file(dir, "child.lua", code)
-    return support.sh(("(sleep 1.5; printf '%s') | script -qec '%s %s' /dev/null"):format(input, lua_cmd(), f))
+    local typing = {}
+    for i, l in ipairs(lines) do typing[i] = ("sleep %s; printf '%%s\\n' '%s'"):format(i == 1 and 1.5 or 1, l) end
+    return support.sh(("(%s) | script -qec '%s %s' /dev/null"):format(table.concat(typing, "; "), lua_cmd(), f))
   end
 
   it("reads a line from the terminal without echo", function()
-    local out = on_tty([[io.write("[", require("devmapper").key.prompt("Pass: "):hex(), "]")]], "hunter2\\n")
+    local out = on_tty([[io.write("[", require("devmapper").key.prompt("Pass: "):hex(), "]")]], {"hunter2"})
     assert.matches("Pass:", out, 1, true)
     assert.matches("[68756e74657232]", out, 1, true)
     assert.is_nil(out:find("hunter2", 1, true), "the passphrase was echoed")
   end)
 
+  it("reads a terminal given to key.read as one line, without echo", function()
+    local out = on_tty([[io.write("[", require("devmapper").key.read("-"):hex(), "]")]], {"hunter2"})
+    assert.matches("[68756e74657232]", out, 1, true)
+    assert.is_nil(out:find("hunter2", 1, true), "the passphrase was echoed")
+  end)
+
   it("asks twice with verify, and refuses a mismatch", function()
-    local out = on_tty([[print(pcall(require("devmapper").key.prompt, "Pass: ", {verify = true}))]],
-                       "hunter2\\n\"; sleep 1; printf \"hunter3\\n")
+    local code = [[local ok, k = pcall(require("devmapper").key.prompt, "Pass: ", {verify = true})
+                   io.write(ok and "[" .. k:hex() .. "]" or tostring(k))]]
+    local out = on_tty(code, {"hunter2", "hunter2"})
+    assert.matches("Verify passphrase:", out, 1, true)
+    assert.matches("[68756e74657232]", out, 1, true)
+    out = on_tty(code, {"hunter2", "hunter3"})
     assert.matches("passphrases do not match", out, 1, true)
+  end)
+
+  it("refuses an empty line", function()
+    local out = on_tty([[print(pcall(require("devmapper").key.prompt))]], {""})
+    assert.matches("empty passphrase refused", out, 1, true)
   end)
 end)
 

@@ -151,12 +151,27 @@ target.define("crypt", {
   end,
 })
 
---- After a device is removed: unlink the keyring keys its crypt segments used.
-function crypt.unlink_keys(_, live)
-  for _, seg in ipairs(live) do
+local function keyring_descs(targets, into)
+  for _, seg in ipairs(targets) do
     local desc = seg.type == "crypt" and seg.params:match("^%S+ :%d+:logon:(devmapper:%S+)")
-    if desc then pcall(kernel.call, "key_unlink", desc) end
+    if desc then into[desc] = true end
   end
+  return into
+end
+
+--- After a device is removed: unlink the keyring keys its crypt segments
+-- used, unless another device still uses them (a snapshot's -real device
+-- carries its origin's table).
+function crypt.unlink_keys(_, live)
+  local descs = keyring_descs(live, {})
+  if next(descs) == nil then return end
+  for _, d in ipairs(kernel.call("dm_list")) do
+    local ok, t = pcall(kernel.call, "dm_table", d.name)
+    if ok then
+      for desc in pairs(keyring_descs(t, {})) do descs[desc] = nil end
+    end
+  end
+  for desc in pairs(descs) do pcall(kernel.call, "key_unlink", desc) end
 end
 
 return crypt

@@ -24,7 +24,7 @@ local function fields(op, opts, known)
   if opts == nil then return {} end
   if type(opts) ~= "table" then check.fail(op, nil, "options must be a table, got %s", type(opts)) end
   for k in pairs(opts) do
-    if not known[k] then check.fail(op, nil, "field '%s' is not an option (known: %s)", tostring(k), known[1]) end
+    if known[k] ~= true then check.fail(op, nil, "field '%s' is not an option (known: %s)", tostring(k), known[1]) end
   end
   return opts
 end

@@ -360,7 +360,7 @@ function Overlay:discard()
   self.gone = true
 end
 
-local function sleep(s) os.execute(("sleep %.3f"):format(s)) end
+local sleep = require("devmapper.core").sleep
 
 --- Make the changes permanent: the overlay's table becomes snapshot-merge
 -- (loaded first, then suspend, resume), the kernel merges the COW into the

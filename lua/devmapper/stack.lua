@@ -17,10 +17,8 @@ local Stack = {__name = "devmapper.Stack"}
 Stack.__index = Stack
 
 local Plan = {__name = "devmapper.Plan"}
-Plan.__index = Plan
 
 local Status = {__name = "devmapper.StackStatus"}
-Status.__index = Status
 
 -- Letters, digits and '_' only: the first '-' after it ends the prefix in a
 -- UUID, so prefix "a" never matches the devices of prefix "a-b".
