@@ -120,12 +120,21 @@ do
   ov:commit()                                        -- snapshot-merge, waits for it
   print("  committed; base reads: " .. get(base.path, 0, 32))
 
-  -- == crypt ===========================================================
-  -- (the key engineer adds the article's encrypted device here)
-  -- ====================================================================
+  say "For Your Eyes Only: dm-crypt with a random key"
+  --   KEY=$(dd if=/dev/urandom bs=1 count=32 | od -An -tx1 | tr -d ' \n')
+  --   echo "0 8192 crypt aes-plain $KEY 0 /dev/mapper/base 0" | dmsetup create mydata
+  -- Done right: the key stays in locked memory and the kernel keyring; the
+  -- table names it, so `dmsetup table --showkeys` shows no key.
+  local key <close> = dm.key.random(64)
+  local mydata = dm.create("mydata", dm.crypt {base, key = key})
+  show("mydata", mydata)
+  put(mydata.path, 0, "for your eyes only")
+  print("  mydata reads: " .. get(mydata.path, 0, 32))
+  print(("  the loop holds: %s"):format(get(l1.path, 0, 32) == "for your eyes only" and "plaintext" or "ciphertext"))
+  mydata:remove()
+  base:remove()
 
   say "the same kind of devices as a declarative stack"
-  base:remove()
   local s = dm.stack {prefix = "article", base = dm.table {dm.linear(l1), dm.linear(l2)},
                       half = dm.linear("base", {length = 4096}),
                       tiger = dm.striped {chunk = 16, l1, l2}}
