@@ -88,9 +88,11 @@ B=/bin/busybox
 $B mount -t proc proc /proc
 $B mount -t sysfs sys /sys
 $B mount -t devtmpfs dev /dev
-for m in $(cat /modules); do $B insmod /mods/$m.ko 2>/dev/null; done
+for m in $(cat /modules); do $B insmod /mods/$m.ko 2>/dev/null || failed="$failed $m"; done
 o=trans=virtio,version=9p2000.L,msize=512000
-$B mount -t 9p -o $o,ro hostroot /host && $B mount -t 9p -o $o io /io || { echo "sandbox: 9p mount failed"; $B poweroff -f; }
+$B mount -t 9p -o $o,ro hostroot /host && $B mount -t 9p -o $o io /io || $B poweroff -f
+# from here on, what goes wrong is told to the host through /io/error
+fail() { echo "$1${failed:+ (modules that did not load:$failed)}" > /io/error; $B poweroff -f; }
 for d in proc sys dev; do $B mount --bind /$d /host/$d; done
 # /tmp: the host's, read-only, under a writable tmpfs (a checkout may live there)
 $B mount -t tmpfs tmpfs /upper && $B mkdir -p /upper/u /upper/w
@@ -102,19 +104,34 @@ $B mkdir -p /host/run/sandbox && $B mount --bind /io /host/run/sandbox
 printf '#!/bin/busybox sh\nexec /bin/busybox chroot /host /sbin/modprobe "$@"\n' > /modprobe
 $B chmod +x /modprobe
 echo /modprobe > /proc/sys/kernel/modprobe
-$B stty -F /dev/hvc0 raw -echo 2>/dev/null
-$B chroot /host /bin/sh /run/sandbox/cmd.sh </dev/null >/dev/hvc0 2>&1
+# The command's output goes out through a virtio console, which appears
+# asynchronously after its driver loads (sooner or later depending on the
+# machine): wait for it. The console resets its modes at its last close, so
+# hold it open on fd 3 while making it raw (no \n to \r\n) and running.
+for i in $($B seq 100); do [ -e /dev/hvc0 ] && break; $B sleep 0.1; done
+[ -e /dev/hvc0 ] || fail "no virtio console for the output after 10 s"
+exec 3>/dev/hvc0
+$B stty raw -echo <&3
+$B chroot /host /bin/sh /run/sandbox/cmd.sh </dev/null >&3 2>&3
 echo $? > /io/status
 $B sync
 $B poweroff -f
 ]]
 
+-- FNV-1a, 32 bits: names the cached initramfs after the init it holds, so
+-- a changed init never boots from a stale cache.
+local function fnv1a(s)
+  local h = 2166136261
+  for i = 1, #s do h = ((h ~ s:byte(i)) * 16777619) & 0xffffffff end
+  return ("%08x"):format(h)
+end
+
 --- Path of the initramfs for a kernel version, built once and cached.
 function sandbox.initramfs(ver)
   local dir = (os.getenv("XDG_CACHE_HOME") or ((os.getenv("HOME") or "/tmp") .. "/.cache")) .. "/lua-devmapper"
-  local out = ("%s/initramfs-%s.gz"):format(dir, ver)
-  if exists(out) then return out end
   local order, paths = module_order(ver)
+  local out = ("%s/initramfs-%s-%s.gz"):format(dir, ver, fnv1a(INIT .. table.concat(order, " ")))
+  if exists(out) then return out end
   local stage = lines("mktemp -d")[1]
   os.execute(("mkdir -p %s %s/bin %s/mods %s/proc %s/sys %s/dev %s/host %s/io %s/upper && cp /bin/busybox %s/bin/")
              :format(sh_quote(dir), stage, stage, stage, stage, stage, stage, stage, stage, stage))
@@ -126,9 +143,10 @@ function sandbox.initramfs(ver)
   end
   write(stage .. "/modules", table.concat(order, "\n") .. "\n")
   write(stage .. "/init", INIT, "755")
-  local tmp = out .. ".tmp"
-  local ok = os.execute(("cd %s && find . | cpio -o -H newc --quiet | gzip -1 > %s && mv %s %s")
-                        :format(stage, sh_quote(tmp), sh_quote(tmp), sh_quote(out)))
+  -- built under a private name, then renamed over the older builds
+  local tmp = out .. "." .. stage:match("[^/]+$")
+  local ok = os.execute(("cd %s && find . | cpio -o -H newc --quiet | gzip -1 > %s && rm -f %s/initramfs-%s-*.gz && mv %s %s")
+                        :format(stage, sh_quote(tmp), sh_quote(dir), sh_quote(ver), sh_quote(tmp), sh_quote(out)))
   os.execute("rm -rf " .. stage)
   assert(ok, "cannot build the sandbox initramfs")
   return out
@@ -192,10 +210,11 @@ function sandbox.run(argv, opts)
   local ran = os.execute(cmd)
   io.stdout:flush()
   local status = tonumber(read(io_dir .. "/status") or "")
+  local guest_error = read(io_dir .. "/error")
   os.execute("rm -rf " .. sh_quote(io_dir))
   if not status then
-    io.stderr:write(("dmlua --sandbox: the command did not run (%s)\n")
-                    :format(ran and "the VM stopped early" or "the VM failed or timed out"))
+    io.stderr:write(("dmlua --sandbox: the command did not run (%s)\n"):format(
+      guest_error and guest_error:gsub("\n$", "") or ran and "the VM stopped early" or "the VM failed or timed out"))
     return 125
   end
   return status
