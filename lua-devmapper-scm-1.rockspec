@@ -29,7 +29,10 @@ build = {
     ["devmapper.sandbox"] = "lua/devmapper/sandbox.lua",
     ["devmapper.scope"] = "lua/devmapper/scope.lua",
     ["devmapper.size"] = "lua/devmapper/size.lua",
+    ["devmapper.snapshot"] = "lua/devmapper/snapshot.lua",
+    ["devmapper.stack"] = "lua/devmapper/stack.lua",
     ["devmapper.table"] = "lua/devmapper/table.lua",
     ["devmapper.target"] = "lua/devmapper/target.lua",
+    ["devmapper.transaction"] = "lua/devmapper/transaction.lua",
   },
 }

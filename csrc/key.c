@@ -658,7 +658,9 @@ static int l_read(lua_State *L)
 		r = tty_line(k, fd, NULL, size ? size : max);
 	else
 		r = skip_bytes(fd, (off_t)offset) < 0 ? -1
-		    : read_bytes(k, fd, size ? size : max + 1, newline < 0 ? fd == STDIN_FILENO : newline);
+		    : read_bytes(k, fd, size ? size : max + 1,
+				 /* a file we opened may be fd 0 when stdin is closed: still a file */
+				 newline < 0 ? !own && fd == STDIN_FILENO : newline);
 	err = errno;
 	if (own)
 		close(fd);

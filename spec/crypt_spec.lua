@@ -52,8 +52,13 @@ describe("crypt target", function()
   end)
 
   it("accepts the article's aes-plain, with a warning", function()
-    local t = dm.table {dm.crypt {"7:0", key = dm.key.random(16), cipher = "aes-plain", length = 8}}
+    local said, stderr = {}, io.stderr
+    io.stderr = {write = function(self, ...) said[#said + 1] = table.concat {...} return self end}
+    local ok, t = pcall(dm.table, {dm.crypt {"7:0", key = dm.key.random(16), cipher = "aes-plain", length = 8}})
+    io.stderr = stderr
+    assert(ok, t)
     assert.matches("^0 8 crypt aes%-plain :16:logon:", tostring(t))
+    assert.matches("^warning: cipher \"aes%-plain\" .* repeats its IV beyond 2 TiB", table.concat(said))
   end)
 end)
 

@@ -217,6 +217,12 @@ describe("dm.key.read", function()
     assert.equal("10000", out)
   end)
 
+  it("reads a key file whole even when stdin is closed and the file opens as fd 0", function()
+    local path = file(support.tmpdir(), "k", "one\ntwo\n")
+    local out = support.sh(("%s -e 'io.write(require(\"devmapper\").key.read(%q):hex())' <&-"):format(lua_cmd(), path))
+    assert.equal("6f6e650a74776f0a", out)
+  end)
+
   it("reads exactly size bytes from an offset, and refuses a short file", function()
     local dir = support.tmpdir()
     local path = file(dir, "k", "0123456789abcdef")
