@@ -352,8 +352,29 @@ static void mask_crypt_key(char *params)
 		*k = '0';
 }
 
+/*
+ * With keys set, a crypt segment's hex key comes back as a Key in `key`
+ * and "<key>" in params, so the table can be loaded again (snapshots copy
+ * tables, rollbacks restore them) without a key byte in a Lua string.
+ */
+static void push_crypt_key(lua_State *L, const char *params)
+{
+	const char *k = strchr(params, ' '), *end;
+	if (!k || k[1] == ':' || k[1] == '-')
+		return;
+	end = strchr(++k, ' ');
+	end = end ? end : k + strlen(k);
+	key_push_hex(L, k, (size_t)(end - k), "table", "table");
+	lua_setfield(L, -2, "key");
+	lua_pushlstring(L, params, (size_t)(k - params));
+	lua_pushstring(L, "<key>");
+	lua_pushstring(L, end);
+	lua_concat(L, 3);
+	lua_setfield(L, -2, "params");
+}
+
 /* Pushes the targets of a TABLE or STATUS task as {{start, length, type, params}}. */
-static void push_targets(lua_State *L, struct dm_task *dmt, int showkeys)
+static void push_targets(lua_State *L, struct dm_task *dmt, int showkeys, int keys)
 {
 	void *next = NULL;
 	uint64_t start, length;
@@ -361,20 +382,28 @@ static void push_targets(lua_State *L, struct dm_task *dmt, int showkeys)
 	int i = 0;
 	lua_newtable(L);
 	do {
+		int crypt;
 		next = dm_get_next_target(dmt, next, &start, &length, &type, &params);
 		if (!type)
 			continue;
-		if (!showkeys && strcmp(type, "crypt") == 0 && params)
-			mask_crypt_key(params);
-		lua_createtable(L, 0, 4);
+		crypt = strcmp(type, "crypt") == 0 && params;
+		lua_createtable(L, 0, 5);
 		lua_pushinteger(L, start);
 		lua_setfield(L, -2, "start");
 		lua_pushinteger(L, length);
 		lua_setfield(L, -2, "length");
 		lua_pushstring(L, type);
 		lua_setfield(L, -2, "type");
-		lua_pushstring(L, params ? params : "");
-		lua_setfield(L, -2, "params");
+		if (crypt && keys)
+			push_crypt_key(L, params);
+		if (crypt && !showkeys)
+			mask_crypt_key(params);
+		lua_getfield(L, -1, "params");
+		if (lua_isnil(L, -1)) {
+			lua_pushstring(L, params ? params : "");
+			lua_setfield(L, -3, "params");
+		}
+		lua_pop(L, 1);
 		lua_seti(L, -2, ++i);
 	} while (next);
 }
@@ -384,17 +413,18 @@ static int read_targets(lua_State *L, int type, const char *op)
 	const char *name = luaL_checkstring(L, 1);
 	struct dm_task *dmt = new_task(L, type, op, name);
 	int showkeys = opt_bool_field(L, 2, "showkeys", 0);
+	int keys = type == DM_DEVICE_TABLE && opt_bool_field(L, 2, "keys", 0);
 	if (opt_bool_field(L, 2, "inactive", 0))
 		dm_task_query_inactive_table(dmt);
 	/* Crypt parameters pass through this buffer: have libdevmapper wipe it. */
 	dm_task_secure_data(dmt);
 	run(L, dmt, op, name, 0);
-	push_targets(L, dmt, showkeys);
+	push_targets(L, dmt, showkeys, keys);
 	dm_task_destroy(dmt);
 	return 1;
 }
 
-/* core.dm_table(name, {inactive=, showkeys=}) */
+/* core.dm_table(name, {inactive=, showkeys=, keys=}) */
 static int l_table(lua_State *L) { return read_targets(L, DM_DEVICE_TABLE, "table"); }
 /* core.dm_status(name, {inactive=}) */
 static int l_status(lua_State *L) { return read_targets(L, DM_DEVICE_STATUS, "status"); }

@@ -22,6 +22,8 @@ void key_open(lua_State *L);
  * Returns the key's bytes (locked memory) and size, or raises. */
 const unsigned char *key_bytes(lua_State *L, int idx, size_t *size);
 void secure_wipe(void *p, size_t n);
+/* Pushes a Key decoded from len hex digits, or raises naming op. */
+void key_push_hex(lua_State *L, const char *hex, size_t len, const char *op, const char *origin);
 
 /* Optional integer field of the table at idx, with a default. */
 lua_Integer opt_int_field(lua_State *L, int idx, const char *k, lua_Integer d);

@@ -184,29 +184,35 @@ static int hexval(int c)
 	return -1;
 }
 
-/* core.key_from_hex(s): decoded straight into locked memory. */
-static int l_from_hex(lua_State *L)
+/* Push a Key decoded from len hex digits straight into locked memory, or
+ * raise naming op. For dm.c too: a crypt key read back from the kernel. */
+void key_push_hex(lua_State *L, const char *s, size_t len, const char *op, const char *origin)
 {
-	size_t len, i;
-	const char *s = luaL_checklstring(L, 1, &len);
+	size_t i;
 	struct key *k;
 	if (len == 0 || len % 2)
-		return raise_error(L, "key.from_hex", NULL, EINVAL,
-		                   "a hex key needs an even, non-zero number of digits (got %d)", (int)len);
+		raise_error(L, op, NULL, EINVAL, "a hex key needs an even, non-zero number of digits (got %d)", (int)len);
 	if (len / 2 > KEY_MAX)
-		return raise_error(L, "key.from_hex", NULL, EINVAL, "a key is at most %d bytes", KEY_MAX);
-	k = key_push(L, "hex");
-	key_reserve(L, k, len / 2, "key.from_hex");
+		raise_error(L, op, NULL, EINVAL, "a key is at most %d bytes", KEY_MAX);
+	k = key_push(L, origin);
+	key_reserve(L, k, len / 2, op);
 	for (i = 0; i < len / 2; i++) {
 		int hi = hexval((unsigned char)s[2 * i]), lo = hexval((unsigned char)s[2 * i + 1]);
 		if (hi < 0 || lo < 0) {
 			key_release(k);
-			return raise_error(L, "key.from_hex", NULL, EINVAL, "character %d is not a hex digit",
-			                   (int)(2 * i + (hi < 0 ? 1 : 2)));
+			raise_error(L, op, NULL, EINVAL, "character %d is not a hex digit", (int)(2 * i + (hi < 0 ? 1 : 2)));
 		}
 		k->bytes[i] = (unsigned char)(hi << 4 | lo);
 	}
 	k->size = len / 2;
+}
+
+/* core.key_from_hex(s) */
+static int l_from_hex(lua_State *L)
+{
+	size_t len;
+	const char *s = luaL_checklstring(L, 1, &len);
+	key_push_hex(L, s, len, "key.from_hex", "hex");
 	return 1;
 }
 

@@ -299,6 +299,35 @@ describe("stack #kernel", function()
     assert.truthy(other:info())
   end)
 
+  it("a rolled-back reload gives a hex-keyed crypt member its own key back", function()
+    local l1 = support.loops(1, "4MiB")
+    local key = dm.key.random(64)
+    local function def(changed)
+      return dm.stack {prefix = "spkey",
+                       secret = dm.crypt {l1, key = key, keyring = false, options = changed and {"allow_discards"} or {}},
+                       top = dm.linear("secret", {offset = changed and 64 or 8, length = 1024})}
+    end
+    local s = def(false)
+    support.defer(function() dm.kernel.fault = nil; pcall(s.teardown, s) end)
+    s:apply()
+    support.write(s:device("top").path, 0, "through the right key")
+    local applied = world()
+    local steps = {}
+    for n = 4, 6 do -- secret is reloaded in full, then top's load, suspend or resume fails
+      fail_nth(n)
+      local changed = def(true)
+      local ok, err = pcall(changed.apply, changed)
+      dm.kernel.fault = nil
+      assert.is_false(ok)
+      steps[#steps + 1] = err.step
+      none_suspended()
+      assert.same(applied, world())
+      assert.is_true(support.table_holds_key("spkey-secret", key), "spkey-secret does not hold its key")
+      assert.equal("through the right key", support.read(s:device("top").path, 0, 21))
+    end
+    assert.same({"reload spkey-top", "reload spkey-top", "reload spkey-top"}, steps)
+  end)
+
   it("is undone when a dm.scope closes", function()
     local l1, l2, l3 = support.loops(3)
     do

@@ -68,6 +68,12 @@ function support.dmsetup(args)
   return (out:gsub("%s+\n", "\n"):gsub("%s+$", "")), code
 end
 
+--- Whether dmsetup table --showkeys of a device holds this key (a boolean,
+-- so that a failing spec prints no key).
+function support.table_holds_key(name, key)
+  return support.dmsetup("table --showkeys " .. name):find(key:hex(), 1, true) ~= nil
+end
+
 --- Read n bytes at a byte offset of a block device or file.
 function support.read(path, offset, n)
   local f = assert(io.open(path, "rb"))

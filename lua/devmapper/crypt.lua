@@ -88,7 +88,8 @@ target.define("crypt", {
     return table.concat(p, " ")
   end,
   parse = function(w)
-    local s = {cipher = w[1], keyref = w[2], iv_offset = math.tointeger(tonumber(w[3])), dev = w[4],
+    -- "<key>": a table read with {keys = true}, whose key is a Key object
+    local s = {cipher = w[1], keyref = w[2] ~= "<key>" and w[2] or nil, iv_offset = math.tointeger(tonumber(w[3])), dev = w[4],
                offset = math.tointeger(tonumber(w[5])), options = {}, keyring = (w[2] or ""):sub(1, 1) == ":"}
     for i = 7, 6 + (tonumber(w[6]) or 0) do
       local ss = w[i]:match("^sector_size:(%d+)$")

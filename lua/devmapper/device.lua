@@ -158,6 +158,9 @@ end
 
 --- The live table (or the inactive one with {inactive = true}), as a Table.
 -- Crypt keys are shown as zeros, as dmsetup does; keyring references as they are.
+-- With {keys = true} a crypt segment's key comes back as a Key object (never
+-- as bytes in a string), so the table can be loaded again, as a snapshot
+-- copies its origin's table.
 function Device:table(opts)
   return dmtable.from_targets(kernel.call("dm_table", self.name, opts))
 end

@@ -264,7 +264,7 @@ function snapshot.take(dev, opts)
   local seg = snapshot.new {origin = origin, cow = opts.cow, chunk = opts.chunk, persistent = opts.persistent}
   dmtable {seg}:validate(dmtable.context(), "take", origin.name)
 
-  local info, live = origin:info(), origin:table()
+  local info, live = origin:info(), origin:table {keys = true}
   for _, s in ipairs(live) do
     if s.type == "snapshot-origin" or s.type == "snapshot-merge" then
       check.fail("take", origin.name, "already has a snapshot (its table is %s): release it first", s.type)
@@ -302,7 +302,7 @@ function Snapshot:release()
   refuse_open("release", self.view)
   local tx = transaction.begin("release", self.origin.name)
   if not self.swapped_back then
-    local own = tx:step("read real table", self.real.table, self.real)
+    local own = tx:step("read real table", self.real.table, self.real, {keys = true})
     swap(tx, self.origin, own, {readonly = self.readonly}, "origin")
     self.swapped_back = true
   end

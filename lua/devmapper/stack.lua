@@ -234,7 +234,7 @@ function Stack:apply()
       made = true
     elseif d.op == "reload" then
       local dev = tx:step("read " .. name, device.open, name)
-      local old = tx:step("read " .. name, dev.table, dev)
+      local old = tx:step("read " .. name, dev.table, dev, {keys = true})
       tx:step("reload " .. name, dev.reload, dev, self.members[m], {lookup = lookup})
       tx:undo("table of " .. name, function() dev:reload(old) end)
     elseif d.op == "resume" then

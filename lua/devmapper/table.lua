@@ -206,7 +206,9 @@ end
 function M.from_targets(targets)
   local l = {}
   for i, s in ipairs(targets) do l[i] = ("%d %d %s %s"):format(s.start, s.length, s.type, s.params) end
-  return M.parse(table.concat(l, "\n"))
+  local t = M.parse(table.concat(l, "\n"))
+  for i, s in ipairs(targets) do t[i].key = s.key end -- read with {keys = true}
+  return t
 end
 
 M.Table = Table
