@@ -18,6 +18,7 @@
 #include <openssl/crypto.h>
 #include <openssl/err.h>
 #include <openssl/evp.h>
+#include <openssl/hmac.h>
 #include <openssl/rand.h>
 
 #include "internal.h"
@@ -735,6 +736,29 @@ static int l_key_unlink(lua_State *L)
 	return 1;
 }
 
+/*
+ * core.key_fingerprint(key): 32 hex digits of HMAC-SHA256 keyed by the key
+ * over a fixed label. It names the key in the keyring, so that the same key
+ * gives the same table text in every run (a re-applied stack is unchanged)
+ * while a different key gives another; the bytes cannot be recovered from it.
+ */
+static int l_fingerprint(lua_State *L)
+{
+	static const char label[] = "lua-devmapper keyring description";
+	struct key *k = key_check(L, 1, "crypt");
+	unsigned char mac[EVP_MAX_MD_SIZE];
+	unsigned int len = 0;
+	char hex[33];
+	int i;
+	if (!HMAC(EVP_sha256(), k->bytes, (int)k->size, (const unsigned char *)label, sizeof(label) - 1, mac, &len))
+		return raise_error(L, "crypt", NULL, 0, "HMAC failed: %s", openssl_reason());
+	for (i = 0; i < 16; i++)
+		sprintf(hex + 2 * i, "%02x", mac[i]);
+	OPENSSL_cleanse(mac, sizeof(mac));
+	lua_pushstring(L, hex);
+	return 1;
+}
+
 static int l_close(lua_State *L)
 {
 	key_release(luaL_checkudata(L, 1, KEY_TYPE));
@@ -778,6 +802,7 @@ void key_open(lua_State *L)
 		{"key_read", l_read},
 		{"key_add", l_key_add},
 		{"key_unlink", l_key_unlink},
+		{"key_fingerprint", l_fingerprint},
 		{NULL, NULL}
 	};
 	static const luaL_Reg meta[] = {

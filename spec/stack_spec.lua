@@ -232,6 +232,31 @@ describe("stack #kernel", function()
     none_suspended()
   end)
 
+  it("a re-made stack with the same crypt key applies as a no-op; a new key replaces the old in the keyring", function()
+    local l1 = support.loops(1)
+    local hex = dm.key.random(64):hex() -- the same key in every run of a script
+    local function def(k)
+      return dm.stack {prefix = "spkr", secret = dm.crypt {l1, key = k}, top = dm.linear("secret", {length = 8})}
+    end
+    local s = def(dm.key.from_hex(hex))
+    support.defer(function() pcall(s.teardown, s) end)
+    s:apply()
+    local desc = support.dmsetup("table spkr-secret"):match(":64:logon:(devmapper:%x+)")
+    local n = changing()
+    s = def(dm.key.from_hex(hex))
+    assert.equal("keep", s:plan()[1].op)
+    s:apply()
+    assert.equal(0, changing() - n)
+    s = def(dm.key.random(64))
+    s:apply()
+    local new = support.dmsetup("table spkr-secret"):match(":64:logon:(devmapper:%x+)")
+    assert.not_equal(desc, new)
+    local _, old_code = support.sh("keyctl search @u logon " .. desc)
+    local _, new_code = support.sh("keyctl search @u logon " .. new)
+    assert.not_equal(0, old_code, "the old key left the keyring")
+    assert.equal(0, new_code)
+  end)
+
   it("resumes a suspended member, and teardown resumes before removing", function()
     local l1, l2, l3 = support.loops(3)
     local s = sample("spst", l1, l2, l3)
@@ -354,6 +379,9 @@ describe("stack #kernel", function()
     ]]):format(l1.path))
     f:close()
     support.defer(function() pcall(dm.cleanup, "crash") end)
+    -- killed between create and the first load: no table, no block device yet
+    dm.kernel.call("dm_create", "crash-bare", {}, {uuid = "DMLUA-crash-bare"})
+    assert.same({"crash-bare"}, dm.cleanup("crash"))
     local seen = 0
     for i = 1, 4 do
       local delay = 0.3 + math.random() * 1.2

@@ -6,6 +6,7 @@ local check = require "devmapper.check"
 local kernel = require "devmapper.kernel"
 local target = require "devmapper.target"
 local scope = require "devmapper.scope"
+local core = require "devmapper.core"
 
 local crypt = {}
 
@@ -50,9 +51,9 @@ function crypt.new(opts)
     offset = target.sectors_opt(opts.offset, "offset") or 0, sector_size = opts.sector_size,
     options = opts.options or {}, length = opts.length,
   })
-  if seg.keyring and seg.key then
-    -- one description per segment, fixed now so the table text is stable
-    seg.keyref_desc = ("devmapper:%08x%08x"):format(math.random(0, 0xffffffff), math.random(0, 0xffffffff))
+  if seg.keyring and type(seg.key) == "userdata" then
+    -- named after the key: the same key, the same table text in every run
+    seg.keyref_desc = "devmapper:" .. core.key_fingerprint(seg.key)
   end
   local c = parse_cipher(seg.cipher)
   if c and c.legacy and c.iv == "plain" and not warned then
@@ -141,12 +142,12 @@ target.define("crypt", {
     if s.key and s.keyring and not s.in_keyring then
       kernel.call("key_add", s.keyref_desc, s.key)
       s.in_keyring = true
-      scope.track("key " .. s.keyref_desc, function() pcall(kernel.call, "key_unlink", s.keyref_desc) end)
+      scope.track("key " .. s.keyref_desc, function() pcall(crypt.unlink_unused, {[s.keyref_desc] = true}) end)
     end
   end,
   unprepare = function(s)
     if s.in_keyring then
-      pcall(kernel.call, "key_unlink", s.keyref_desc)
+      pcall(crypt.unlink_unused, {[s.keyref_desc] = true})
       s.in_keyring = nil
     end
   end,
@@ -160,11 +161,10 @@ local function keyring_descs(targets, into)
   return into
 end
 
---- After a device is removed: unlink the keyring keys its crypt segments
--- used, unless another device still uses them (a snapshot's -real device
--- carries its origin's table).
-function crypt.unlink_keys(_, live)
-  local descs = keyring_descs(live, {})
+--- Unlink our keyring keys with these descriptions ({[desc] = true}),
+-- except those a live device's table still names (devices that share a key
+-- share its keyring entry; a snapshot's -real device carries its origin's table).
+function crypt.unlink_unused(descs)
   if next(descs) == nil then return end
   for _, d in ipairs(kernel.call("dm_list")) do
     local ok, t = pcall(kernel.call, "dm_table", d.name)
@@ -173,6 +173,12 @@ function crypt.unlink_keys(_, live)
     end
   end
   for desc in pairs(descs) do pcall(kernel.call, "key_unlink", desc) end
+end
+
+--- After a device dropped a table (removed, or reloaded with another):
+-- unlink the keyring keys it named that no device uses any more.
+function crypt.unlink_keys(_, old)
+  crypt.unlink_unused(keyring_descs(old, {}))
 end
 
 return crypt

@@ -101,8 +101,12 @@ end
 -- failure the inactive table is cleared and the device resumed, so it is
 -- never left suspended.
 -- @param t the new table
--- @tparam[opt] table opts {noflush=, nolockfs=, lookup=}
+-- @tparam[opt] table opts {noflush=, nolockfs=, lookup=, keep_old = false (the
+--   caller may load the old table again, so keep what it names, e.g. keyring keys)}
 function Device:reload(t, opts)
+  opts = opts or {}
+  local read, old = false, nil
+  if not opts.keep_old and #device.after_drop > 0 then read, old = pcall(kernel.call, "dm_table", self.name) end
   self:load(t, opts)
   local ok, err = pcall(self.suspend, self, opts)
   if ok then ok, err = pcall(self.resume, self) end
@@ -111,6 +115,7 @@ function Device:reload(t, opts)
     device.ensure_resumed(self.name)
     error(err, 0)
   end
+  if read then device.dropped(self.name, old) end
   return self
 end
 
@@ -129,16 +134,21 @@ function device.ensure_resumed(name)
   end
 end
 
---- Hooks run after a device is removed, with its name and last table
--- (the key module uses one to unlink the keyring keys the device used).
-device.after_remove = {}
+--- Hooks run after a device drops a table (removed, or reloaded with
+-- another), with its name and that table's targets (crypt uses one to unlink
+-- the keyring keys no device uses any more).
+device.after_drop = {}
+
+function device.dropped(name, targets)
+  for _, hook in ipairs(device.after_drop) do hook(name, targets) end
+end
 
 --- Remove the device (dmsetup remove --retry). opts: {retry = true, deferred = false}
 function Device:remove(opts)
   local ok, live = true, nil
-  if #device.after_remove > 0 then ok, live = pcall(kernel.call, "dm_table", self.name) end
+  if #device.after_drop > 0 then ok, live = pcall(kernel.call, "dm_table", self.name) end
   kernel.call("dm_remove", self.name, opts)
-  for _, hook in ipairs(device.after_remove) do hook(self.name, ok and live or {}) end
+  device.dropped(self.name, ok and live or {})
 end
 
 --- Rename (dmsetup rename).

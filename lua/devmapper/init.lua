@@ -9,7 +9,7 @@ local snapshot = require "devmapper.snapshot"
 local stack = require "devmapper.stack"
 
 -- A removed crypt device takes its keyring keys with it.
-table.insert(device.after_remove, crypt.unlink_keys)
+table.insert(device.after_drop, crypt.unlink_keys)
 
 local dm = {
   _VERSION = "lua-devmapper scm",

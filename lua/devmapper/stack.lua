@@ -223,7 +223,7 @@ end
 -- @treturn Stack
 function Stack:apply()
   local tx = transaction.begin("apply", self.prefix)
-  local lookup, made = self:lookup(), false
+  local lookup, made, dropped = self:lookup(), false, {}
   for _, m in ipairs(self.order) do
     local name = self:name(m)
     local d = tx:step("plan " .. name, decide, self, m, {})
@@ -235,13 +235,16 @@ function Stack:apply()
     elseif d.op == "reload" then
       local dev = tx:step("read " .. name, device.open, name)
       local old = tx:step("read " .. name, dev.table, dev, {keys = true})
-      tx:step("reload " .. name, dev.reload, dev, self.members[m], {lookup = lookup})
-      tx:undo("table of " .. name, function() dev:reload(old) end)
+      dropped[name] = tx:step("read " .. name, kernel.call, "dm_table", name)
+      tx:step("reload " .. name, dev.reload, dev, self.members[m], {lookup = lookup, keep_old = true})
+      tx:undo("table of " .. name, function() dev:reload(old) end) -- drops the new keys
     elseif d.op == "resume" then
       tx:step("resume " .. name, device.ensure_resumed, name)
     end
   end
   tx:done()
+  -- only now can nothing roll back to the old tables: drop what they named
+  for name, old in pairs(dropped) do device.dropped(name, old) end
   if made then scope.track("stack " .. self.prefix, function() self:teardown() end) end
   return self
 end
@@ -257,7 +260,9 @@ local function remove_all(op, label, names)
     for _, n in ipairs(left) do
       local info = kernel.call("dm_info", n)
       if info then
-        local holders = kernel.blkdev(info.major .. ":" .. info.minor).holders
+        -- a device that never got a table has no block device yet: no holders
+        local ok, f = pcall(kernel.blkdev, info.major .. ":" .. info.minor)
+        local holders = ok and f.holders or {}
         if #holders == 0 then
           tx:step("remove " .. n, function() device.open(n):remove() end)
         else
