@@ -90,8 +90,9 @@ target.define("crypt", {
   end,
   parse = function(w)
     -- "<key>": a table read with {keys = true}, whose key is a Key object
-    local s = {cipher = w[1], keyref = w[2] ~= "<key>" and w[2] or nil, iv_offset = math.tointeger(tonumber(w[3])), dev = w[4],
-               offset = math.tointeger(tonumber(w[5])), options = {}, keyring = (w[2] or ""):sub(1, 1) == ":"}
+    local s = {cipher = w[1], keyref = w[2] ~= "<key>" and w[2] or nil, iv_offset = math.tointeger(tonumber(w[3])),
+               dev = w[4], offset = math.tointeger(tonumber(w[5])), options = {},
+               keyring = (w[2] or ""):sub(1, 1) == ":"}
     for i = 7, 6 + (tonumber(w[6]) or 0) do
       local ss = w[i]:match("^sector_size:(%d+)$")
       if ss then s.sector_size = tonumber(ss) else s.options[#s.options + 1] = w[i] end
