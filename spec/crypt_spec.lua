@@ -1,14 +1,8 @@
 -- dm-crypt: validation on the host; interop, keyring and key residue on the kernel.
 local dm = require "devmapper"
 local support = require "spec.support"
+local refused = support.refused
 after_each(support.cleanup)
-
-local function refused(f, pattern)
-  local ok, err = pcall(f)
-  assert.is_false(ok, "expected a refusal")
-  assert.equal(22, err.errno)
-  assert.matches(pattern, tostring(err), 1, true)
-end
 
 describe("crypt target", function()
   local k64 = dm.key.random(64)

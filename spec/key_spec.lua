@@ -2,15 +2,8 @@
 -- the Key object's rules, and the kernel keyring (#keyring).
 local dm = require "devmapper"
 local support = require "spec.support"
+local refused = support.refused
 after_each(support.cleanup)
-
-local function refused(f, pattern)
-  local ok, err = pcall(f)
-  assert.is_false(ok, "expected a refusal")
-  assert.equal(22, err.errno)
-  assert.matches(pattern, tostring(err), 1, true)
-  return err
-end
 
 local function hex(k) return k:hex() end
 

@@ -2,16 +2,9 @@
 -- overlay (Point A) on the real kernel, with data, faults and rollback.
 local dm = require "devmapper"
 local support = require "spec.support"
+local refused, changing, fail_nth, world, none_suspended =
+  support.refused, support.changing, support.fail_nth, support.world, support.none_suspended
 after_each(support.cleanup)
-
-local function refused(f, pattern)
-  local ok, err = pcall(f)
-  assert.is_false(ok)
-  assert.equal("table", type(err))
-  assert.equal(22, err.errno)
-  assert.matches(pattern, tostring(err), 1, true)
-  return err
-end
 
 -- A resolution context with made-up block devices, for checks without a kernel.
 local function fake(devs)
@@ -22,17 +15,10 @@ local function fake(devs)
   }
 end
 
--- Runs fn in dry-run mode; returns the command lines it would have run.
+-- The command lines a dry run of fn would have run.
 local function dry(fn)
-  local k = dm.kernel
-  local was, out, lines = k.dry_run, k.out, {}
-  k.dry_run, k.out = true, {write = function(_, ...) lines[#lines + 1] = table.concat {...} end}
-  local ok, err = pcall(fn)
-  k.dry_run, k.out = was, out
-  if not ok then error(err, 0) end
-  local text = table.concat(lines):gsub("%(dry%-run%) ", "")
   local l = {}
-  for line in text:gmatch("[^\n]+") do l[#l + 1] = line end
+  for line in support.dry(fn):gmatch("[^\n]+") do l[#l + 1] = line end
   return l
 end
 
@@ -167,41 +153,12 @@ describe("snapshot targets", function()
   end)
 end)
 
--- State-changing operations: the ones a fault is injected into.
-local CHANGING = {dm_create = true, dm_load = true, dm_suspend = true, dm_resume = true, dm_remove = true,
-                  dm_clear = true, dm_rename = true, dm_message = true, loop_attach = true, loop_detach = true}
-
-local function changing()
-  local n = 0
-  for op, c in pairs(dm.kernel.count) do if CHANGING[op] then n = n + c end end
-  return n
-end
-
--- Every device and its live table.
-local function world()
-  local w = {}
-  for _, d in ipairs(dm.list()) do w[d.name] = support.text(dm.device(d.name):table()) end
-  return w
-end
-
-local function none_suspended()
-  for _, d in ipairs(dm.list()) do
-    local info = dm.device(d.name):info()
-    assert.is_false(info.suspended, d.name .. " was left suspended")
-    assert.is_false(info.inactive_table, d.name .. " was left with an inactive table")
-  end
-end
-
 -- Run fn with the Nth state-changing operation failing, for N = 1, 2, ...
 -- until it succeeds; after each failure, check(err). Returns how many failed.
 local function each_fault(fn, check)
   support.defer(function() dm.kernel.fault = nil end)
   for n = 1, 40 do
-    local i = 0
-    dm.kernel.fault = function(op)
-      if CHANGING[op] then i = i + 1 end
-      return CHANGING[op] and i == n
-    end
+    fail_nth(n)
     local ok, err = pcall(fn)
     dm.kernel.fault = nil
     if ok then return n - 1 end
@@ -334,11 +291,7 @@ describe("snapshot #kernel", function()
     local steps = {}
     for n = 1, 10 do
       local s = dm.snapshot.take(base, {cow = l3})
-      local i = 0
-      dm.kernel.fault = function(op)
-        if CHANGING[op] then i = i + 1 end
-        return CHANGING[op] and i == n
-      end
+      fail_nth(n)
       local ok, err = pcall(s.release, s)
       dm.kernel.fault = nil
       if ok then break end
@@ -422,11 +375,7 @@ describe("snapshot #kernel", function()
     for n = 1, 10 do
       ov = dm.snapshot.overlay(base, {cow = l3})
       fill(ov.view.path, "merged" .. n)
-      local i = 0
-      dm.kernel.fault = function(op)
-        if CHANGING[op] then i = i + 1 end
-        return CHANGING[op] and i == n
-      end
+      fail_nth(n)
       local ok, err = pcall(ov.commit, ov)
       dm.kernel.fault = nil
       if ok then

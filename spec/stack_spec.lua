@@ -3,6 +3,8 @@
 -- script killed in the middle.
 local dm = require "devmapper"
 local support = require "spec.support"
+local dry, changing, fail_nth, world, none_suspended =
+  support.dry, support.changing, support.fail_nth, support.world, support.none_suspended
 after_each(support.cleanup)
 
 local function refused(f, pattern)
@@ -11,17 +13,6 @@ local function refused(f, pattern)
   assert.equal("table", type(err))
   assert.matches(pattern, tostring(err), 1, true)
   return err
-end
-
--- Runs fn in dry-run mode; returns the command lines it would have run.
-local function dry(fn)
-  local k = dm.kernel
-  local was, out, text = k.dry_run, k.out, {}
-  k.dry_run, k.out = true, {write = function(_, ...) text[#text + 1] = table.concat {...} end}
-  local ok, err = pcall(fn)
-  k.dry_run, k.out = was, out
-  if not ok then error(err, 0) end
-  return (table.concat(text):gsub("%(dry%-run%) ", ""))
 end
 
 describe("stack", function()
@@ -146,38 +137,6 @@ describe("stack", function()
     end)
   end)
 end)
-
--- State-changing operations: the ones a fault is injected into, and counted.
-local CHANGING = {dm_create = true, dm_load = true, dm_suspend = true, dm_resume = true, dm_remove = true,
-                  dm_clear = true, dm_rename = true, dm_message = true, loop_attach = true, loop_detach = true}
-
-local function changing()
-  local n = 0
-  for op, c in pairs(dm.kernel.count) do if CHANGING[op] then n = n + c end end
-  return n
-end
-
-local function world()
-  local w = {}
-  for _, d in ipairs(dm.list()) do w[d.name] = support.text(dm.device(d.name):table()) end
-  return w
-end
-
-local function none_suspended()
-  for _, d in ipairs(dm.list()) do
-    local info = dm.device(d.name):info()
-    assert.is_false(info.suspended, d.name .. " was left suspended")
-    assert.is_false(info.inactive_table, d.name .. " was left with an inactive table")
-  end
-end
-
-local function fail_nth(n)
-  local i = 0
-  dm.kernel.fault = function(op)
-    if CHANGING[op] then i = i + 1 end
-    return CHANGING[op] and i == n
-  end
-end
 
 -- A three-level stack over two loops: base, a snapshot of it, and a top;
 -- `changed` gives base and top other tables of the same size.

@@ -1,5 +1,7 @@
 -- Helpers for specs: scratch loops, the dmsetup oracle, leftovers checks.
 local dm = require "devmapper"
+-- busted gives specs luassert as `assert`; modules they load see the plain one
+local assert = require "luassert"
 
 local support = {}
 
@@ -118,5 +120,62 @@ end
 
 --- Whole-table text as dmsetup prints it (trailing blanks dropped).
 function support.text(t) return (tostring(t):gsub("%s+\n", "\n"):gsub("%s+$", "")) end
+
+--- A refusal before the kernel: an error object with EINVAL whose text holds pattern.
+function support.refused(f, pattern)
+  local ok, err = pcall(f)
+  assert.is_false(ok, "expected a refusal")
+  assert.equal("table", type(err))
+  assert.equal(22, err.errno)
+  assert.matches(pattern, tostring(err), 1, true)
+  return err
+end
+
+--- Run fn in dry-run mode; the command lines it would have run, as text.
+function support.dry(fn)
+  local k = dm.kernel
+  local was, out, text = k.dry_run, k.out, {}
+  k.dry_run, k.out = true, {write = function(_, ...) text[#text + 1] = table.concat {...} end}
+  local ok, err = pcall(fn)
+  k.dry_run, k.out = was, out
+  if not ok then error(err, 0) end
+  return (table.concat(text):gsub("%(dry%-run%) ", ""))
+end
+
+--- State-changing operations: the ones a fault is injected into, and counted.
+support.CHANGING = {dm_create = true, dm_load = true, dm_suspend = true, dm_resume = true, dm_remove = true,
+                    dm_clear = true, dm_rename = true, dm_message = true, loop_attach = true, loop_detach = true}
+
+--- How many state-changing operations ran so far.
+function support.changing()
+  local n = 0
+  for op, c in pairs(dm.kernel.count) do if support.CHANGING[op] then n = n + c end end
+  return n
+end
+
+--- Make the nth state-changing operation from now fail.
+function support.fail_nth(n)
+  local i = 0
+  dm.kernel.fault = function(op)
+    if support.CHANGING[op] then i = i + 1 end
+    return support.CHANGING[op] and i == n
+  end
+end
+
+--- Every device and its live table.
+function support.world()
+  local w = {}
+  for _, d in ipairs(dm.list()) do w[d.name] = support.text(dm.device(d.name):table()) end
+  return w
+end
+
+--- No device is left suspended or with an inactive table.
+function support.none_suspended()
+  for _, d in ipairs(dm.list()) do
+    local info = dm.device(d.name):info()
+    assert.is_false(info.suspended, d.name .. " was left suspended")
+    assert.is_false(info.inactive_table, d.name .. " was left with an inactive table")
+  end
+end
 
 return support

@@ -1,14 +1,6 @@
 -- Tables without devices: composition, format, parse round trips, rejections.
 local dm = require "devmapper"
-
-local function refused(f, pattern)
-  local ok, err = pcall(f)
-  assert.is_false(ok)
-  assert.equal("table", type(err))
-  assert.equal(22, err.errno)
-  assert.matches(pattern, tostring(err), 1, true)
-  return err
-end
+local refused = require("spec.support").refused
 
 describe("table", function()
   it("formats exactly as dmsetup table prints", function()

@@ -132,11 +132,7 @@ target.define("crypt", {
              .. "no_read_workqueue, no_write_workqueue, iv_large_sectors; sector_size via its own field)", tostring(o))
       end
     end
-    local f = ctx.facts(s.dev)
-    if f and s.length and s.offset + s.length > f.sectors then
-      fail("length", "must fit in the device: %d sectors at offset %d run past the end of %s (%d sectors)",
-           s.length, s.offset, ctx.name(s.dev), f.sectors)
-    end
+    target.check_fits(s, ctx, fail)
   end,
   -- Right before the kernel gets the table: put the key in the keyring.
   prepare = function(s)

@@ -234,10 +234,10 @@ function Stack:apply()
       made = true
     elseif d.op == "reload" then
       local dev = tx:step("read " .. name, device.open, name)
-      local old = tx:step("read " .. name, dev.table, dev, {keys = true})
-      dropped[name] = tx:step("read " .. name, kernel.call, "dm_table", name)
+      local old = tx:step("read " .. name, kernel.call, "dm_table", name, {keys = true})
+      dropped[name] = old
       tx:step("reload " .. name, dev.reload, dev, self.members[m], {lookup = lookup, keep_old = true})
-      tx:undo("table of " .. name, function() dev:reload(old) end) -- drops the new keys
+      tx:undo("table of " .. name, function() dev:reload(dmtable.from_targets(old)) end) -- drops the new keys
     elseif d.op == "resume" then
       tx:step("resume " .. name, device.ensure_resumed, name)
     end

@@ -61,6 +61,15 @@ target.define(false, {
   parse = function(_, raw) return {params = raw} end,
 })
 
+--- The rule for a segment over one device at an offset: it must end inside it.
+function target.check_fits(s, ctx, fail)
+  local f = ctx.facts(s.dev)
+  if f and s.length and s.offset + s.length > f.sectors then
+    fail("length", "must fit in the device: %d sectors at offset %d run past the end of %s (%d sectors)",
+         s.length, s.offset, ctx.name(s.dev), f.sectors)
+  end
+end
+
 --- linear: a range of one device.
 -- @param dev a Loop, a Device, a path, "major:minor" (or, in a stack, a member's name)
 -- @tparam[opt] table opts {offset = sectors or size, length = sectors or size}
@@ -81,11 +90,7 @@ target.define("linear", {
   check = function(s, ctx, fail)
     if s.dev == nil then fail("dev", "is required") end
     if math.type(s.offset) ~= "integer" or s.offset < 0 then fail("offset", "must be an integer >= 0") end
-    local f = ctx.facts(s.dev)
-    if f and s.length and s.offset + s.length > f.sectors then
-      fail("length", "must fit in the device: %d sectors at offset %d run past the end of %s (%d sectors)",
-           s.length, s.offset, ctx.name(s.dev), f.sectors)
-    end
+    target.check_fits(s, ctx, fail)
   end,
 })
 
