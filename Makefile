@@ -4,7 +4,7 @@ CFLAGS ?= -O2 -g
 CFLAGS += -std=gnu11 -Wall -Wextra -fPIC $(shell pkg-config --cflags $(PKGS))
 LDLIBS  = $(shell pkg-config --libs $(PKGS)) -lm -ldl
 CORE    = csrc/core.c csrc/dm.c csrc/loop.c csrc/blkdev.c csrc/key.c
-LUASRC  = $(wildcard lua/devmapper/*.lua)
+LUASRC  = $(wildcard lua/devmapper/*.lua lua/devmapper/targets/*.lua)
 PREFIX ?= /usr/local
 LUAVER  = 5.4
 BUSTED  = build/dmlua /usr/bin/busted
@@ -35,6 +35,13 @@ build/embedded.c: csrc/embed.lua $(LUASRC)
 build/dmlua: csrc/dmlua.c build/embedded.c $(CORE) csrc/internal.h csrc/devmapper.h
 	$(CC) $(CFLAGS) -Icsrc -o $@ csrc/dmlua.c build/embedded.c $(CORE) $(LDLIBS) -Wl,-E
 
+# The same interpreter built with AddressSanitizer and UBSan, for the fuzzer.
+SANITIZE = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
+build/asan/dmlua: csrc/dmlua.c build/embedded.c $(CORE) csrc/internal.h csrc/devmapper.h
+	@mkdir -p $(@D)
+	$(CC) $(SANITIZE) -std=gnu11 -Wall -Wextra $(shell pkg-config --cflags $(PKGS)) -Icsrc -o $@ \
+	  csrc/dmlua.c build/embedded.c $(CORE) $(LDLIBS) -Wl,-E
+
 # Installs whatever Debian package is missing (needs root and apt-get).
 deps:
 	@missing=$$(for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -54,6 +61,13 @@ test: deps all
 test-host: all
 	$(BUSTED) --exclude-tags=kernel spec
 
+# The fuzzer over everything that reads user text: a million inputs under
+# AddressSanitizer and UBSan (FUZZ_N and FUZZ_SEED to change them).
+FUZZ_N ?= 1000000
+fuzz: deps all build/asan/dmlua
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1 \
+	  build/asan/dmlua spec/fuzz/run.lua $(FUZZ_N) $(FUZZ_SEED)
+
 demo: deps all
 	build/dmlua --sandbox examples/demo.lua
 
@@ -66,10 +80,11 @@ bench: deps all build/bench-floor
 install: all
 	install -D -m 755 build/dmlua $(DESTDIR)$(PREFIX)/bin/dmlua
 	install -D -m 755 build/devmapper/core.so $(DESTDIR)$(PREFIX)/lib/lua/$(LUAVER)/devmapper/core.so
-	install -d $(DESTDIR)$(PREFIX)/share/lua/$(LUAVER)/devmapper
-	install -m 644 $(LUASRC) $(DESTDIR)$(PREFIX)/share/lua/$(LUAVER)/devmapper/
+	install -d $(DESTDIR)$(PREFIX)/share/lua/$(LUAVER)/devmapper/targets
+	install -m 644 $(wildcard lua/devmapper/*.lua) $(DESTDIR)$(PREFIX)/share/lua/$(LUAVER)/devmapper/
+	install -m 644 $(wildcard lua/devmapper/targets/*.lua) $(DESTDIR)$(PREFIX)/share/lua/$(LUAVER)/devmapper/targets/
 
 clean:
 	rm -rf build
 
-.PHONY: all deps test test-host demo bench install clean
+.PHONY: all deps test test-host fuzz demo bench install clean

@@ -5,8 +5,8 @@ local mods = {}
 for i, path in ipairs(arg) do
   local f = assert(io.open(path, "rb"))
   local src = f:read("a"); f:close()
-  local base = path:match("([^/]+)%.lua$")
-  local name = base == "init" and "devmapper" or "devmapper." .. base
+  -- lua/devmapper/x/y.lua is devmapper.x.y; init.lua is its directory's module
+  local name = path:match("(devmapper/.-)%.lua$"):gsub("/init$", ""):gsub("/", ".")
   local bytes = {}
   for j = 1, #src do bytes[#bytes + 1] = src:byte(j) end
   out[#out + 1] = ("static const char src%d[] = {%s};\n"):format(i, table.concat(bytes, ","))

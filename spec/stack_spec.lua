@@ -24,7 +24,7 @@ describe("stack", function()
     refused(function() dm.stack {prefix = "p", dm.zero(8)} end, "members must be named (name = table), got a number key")
     refused(function() dm.stack {prefix = "p", x = 42} end, "field 'table' must be a table, a target or dmsetup table text")
     refused(function() dm.stack {prefix = "p", top = dm.linear("bsae")} end,
-            "stack 'p-top': segment 1 (linear) names \"bsae\", which is not a member")
+            "stack 'p-top': segment 1 (linear) names 'bsae', which is not a member")
     refused(function() dm.stack {prefix = "p", a = dm.linear("b"), b = dm.linear("c"), c = dm.linear("a")} end,
             "members name each other in a cycle: a -> b -> c -> a")
     refused(function() dm.stack {prefix = "p", a = dm.linear("a")} end, "cycle: a -> a")

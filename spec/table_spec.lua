@@ -39,13 +39,15 @@ describe("table", function()
   end)
 
   it("refuses what is not a table", function()
-    refused(function() dm.table.parse("0 x linear") end, "line 1: expected 'start length type params'")
-    refused(function() dm.table.parse("0 8 linear 7:0 0 extra") end, "linear takes 2 parameters (device offset), got 3")
-    refused(function() dm.table.parse("0 8 striped 2 16 7:0 0") end, "striped takes 6 parameters")
+    refused(function() dm.table.parse("0 x") end, "line 1: expected 'start length type parameters'")
+    refused(function() dm.table.parse("0 x linear") end, "line 1: field 'length' must be a decimal integer")
+    refused(function() dm.table.parse("0 8 linear 7:0 0 extra") end,
+            "field 'params' has 1 word more than linear takes (<dev> <offset>): the kernel would ignore it")
+    refused(function() dm.table.parse("0 8 striped 2 16 7:0 0") end, "field 'stripes' count 2 needs 4 words, but 2 follow")
     refused(function() dm.table {42} end, "segment 1 must be a target")
-    refused(function() dm.table {dm.zero(0)} end, "field 'length' must be > 0")
-    refused(function() dm.zero("3 parsecs") end, "field 'length' must be sectors or a size")
-    refused(function() dm.zero("100B") end, "must be a multiple of 512 bytes")
+    refused(function() dm.zero(0) end, "zero: field 'length' must be more than 0")
+    refused(function() dm.zero("3 parsecs") end, "field 'length' must be sectors (an integer) or a size string such as '2MiB'")
+    refused(function() dm.zero("100B") end, "must be a whole number of 512-byte sectors")
   end)
 
   it("refuses gaps, overlaps and a first start other than 0", function()
@@ -58,9 +60,9 @@ describe("table", function()
 
   it("refuses bad striped parameters", function()
     refused(function() dm.table.parse("0 64 striped 2 0 7:0 0 7:1 0"):validate() end,
-            "segment 1 (striped): field 'chunk' must be an integer > 0")
+            "line 1 (striped): field 'chunk' must be at least 1 (it is 0)")
     refused(function() dm.table {dm.striped {chunk = 16}}:validate() end,
-            "field 'stripes' must name at least one device")
+            "striped: field 'stripes' must name at least 1 device")
   end)
 
   it("refuses bad device names and uuids before the kernel", function()
@@ -68,7 +70,7 @@ describe("table", function()
     refused(function() dm.create("a/b", t) end, "field 'name' must not contain '/'")
     refused(function() dm.create("", t) end, "field 'name' must be 1 to 127 bytes long")
     refused(function() dm.create(("x"):rep(128), t) end, "must be 1 to 127 bytes long (it is 128)")
-    refused(function() dm.create("control", t) end, "must not be \"control\"")
+    refused(function() dm.create("control", t) end, "must not be 'control' (reserved)")
     refused(function() dm.create("ok", t, {uuid = ("u"):rep(129)}) end, "field 'uuid' must be a string of 1 to 128 bytes")
   end)
 

@@ -14,6 +14,29 @@ function check.fail(op, name, fmt, ...)
   core.error {op = op, name = name, errno = EINVAL, message = fmt:format(...)}
 end
 
+-- While a target that holds secrets is read, no word of it is quoted.
+local redacting = 0
+
+--- Run fn(...) with check.quote showing no words (for what may hold a key).
+function check.redacted(fn, ...)
+  redacting = redacting + 1
+  local r = table.pack(pcall(fn, ...))
+  redacting = redacting - 1
+  if not r[1] then error(r[2], 0) end
+  return table.unpack(r, 2, r.n)
+end
+
+--- A value quoted for a message: one line, control bytes and bytes
+-- beyond ASCII escaped, at most about 60 characters.
+function check.quote(v)
+  if redacting > 0 then return "(a word not shown: it may be a key)" end
+  local s = tostring(v)
+  local cut = #s > 60
+  if cut then s = s:sub(1, 57) end
+  s = s:gsub("[%c\\'\128-\255]", function(c) return ("\\%03d"):format(c:byte()) end)
+  return "'" .. s .. (cut and "...'" or "'")
+end
+
 --- A device name as the kernel accepts it: 1-127 bytes, no '/', not "control".
 function check.name(op, name)
   if type(name) ~= "string" then
@@ -24,7 +47,7 @@ function check.name(op, name)
   end
   if name:find("/", 1, true) then check.fail(op, name, "field 'name' must not contain '/'") end
   if name == "control" or name == "." or name == ".." then
-    check.fail(op, name, "field 'name' must not be %q (reserved)", name)
+    check.fail(op, name, "field 'name' must not be %s (reserved)", check.quote(name))
   end
   return name
 end

@@ -1,6 +1,7 @@
 --- Device-mapper devices: create, load, suspend, resume, remove and read back.
 local check = require "devmapper.check"
 local kernel = require "devmapper.kernel"
+local keyring = require "devmapper.keyring"
 local dmtable = require "devmapper.table"
 local target = require "devmapper.target"
 local scope = require "devmapper.scope"
@@ -21,13 +22,19 @@ local function as_table(t, op, name)
   check.fail(op, name, "field 'table' must be a table, a target or dmsetup table text, got %s", type(t))
 end
 
--- The ioctl with the table's preparations (keyring keys) made first and
--- taken back if it fails.
-local function with_prepared(t, op, name, targets, opts)
-  t:prepare()
-  local ok, err = pcall(kernel.call, op, name, targets, opts)
+-- Bookkeeping after the kernel did what was asked: a failure here is a
+-- warning, never an error, since the operation itself happened.
+local function after(what, fn, ...)
+  local ok, err = pcall(fn, ...)
+  if not ok then kernel.warn(("%s: %s"):format(what, tostring(err))) end
+end
+
+-- The ioctl with the table's keyring keys linked first and taken back if it fails.
+local function with_keys(name, targets, op, ...)
+  local undo = keyring.add(name, targets)
+  local ok, err = pcall(kernel.call, op, name, targets, ...)
   if not ok then
-    t:prepare(true)
+    if undo then undo() end
     error(err, 0)
   end
 end
@@ -43,8 +50,11 @@ function device.create(name, t, opts)
   check.name("create", name)
   check.uuid("create", name, opts.uuid)
   t = as_table(t, "create", name)
-  with_prepared(t, "dm_create", name, t:targets(dmtable.context(opts.lookup), "create", name),
-                {uuid = opts.uuid, readonly = opts.readonly})
+  local ctx = dmtable.context(opts.lookup)
+  local targets = t:targets(ctx, "create", name)
+  t:before_create(ctx)
+  with_keys(name, targets, "dm_create", {uuid = opts.uuid, readonly = opts.readonly})
+  after("keyring of " .. name, keyring.settle, name, targets)
   local dev = wrap(name)
   scope.track("device " .. name, function()
     if kernel.call("dm_info", dev.name) then
@@ -70,12 +80,17 @@ function device.list()
   return kernel.call("dm_list")
 end
 
+-- Load the resolved targets into the inactive slot, keys first.
+local function load(self, targets, opts)
+  with_keys(self.name, targets, "dm_load", {readonly = opts and opts.readonly})
+end
+
 --- Load a table into the inactive slot (dmsetup load); resume makes it live.
+-- @tparam[opt] table opts {readonly =, lookup =}
 function Device:load(t, opts)
   opts = opts or {}
   t = as_table(t, "load", self.name)
-  with_prepared(t, "dm_load", self.name, t:targets(dmtable.context(opts.lookup), "load", self.name),
-                {readonly = opts.readonly})
+  load(self, t:targets(dmtable.context(opts.lookup), "load", self.name), opts)
   return self
 end
 
@@ -88,34 +103,47 @@ end
 --- Resume, making a loaded table live.
 function Device:resume()
   kernel.call("dm_resume", self.name)
+  after("keyring of " .. self.name, keyring.settle_live, self.name)
   return self
 end
 
 --- Drop the inactive table (dmsetup clear).
 function Device:clear()
   kernel.call("dm_clear", self.name)
+  after("keyring of " .. self.name, keyring.settle_live, self.name)
   return self
 end
 
+-- Suspend and resume as one window that a signal can not cut in two.
+local function swap(self, opts)
+  kernel.critical(function()
+    kernel.call("dm_suspend", self.name, opts)
+    kernel.call("dm_resume", self.name)
+  end)
+end
+
 --- Replace the live table safely: load first, then suspend, resume. On
--- failure the inactive table is cleared and the device resumed, so it is
--- never left suspended.
+-- failure the inactive table is cleared, the device resumed (never left
+-- suspended) and keys linked for the new table taken back.
 -- @param t the new table
--- @tparam[opt] table opts {noflush=, nolockfs=, lookup=, keep_old = false (the
---   caller may load the old table again, so keep what it names, e.g. keyring keys)}
+-- @tparam[opt] table opts {noflush=, nolockfs=, lookup=, settle = true (false: keep
+--   the old table's keys in the device's keyring, for a caller that may load it again)}
 function Device:reload(t, opts)
   opts = opts or {}
-  local read, old = false, nil
-  if not opts.keep_old and #device.after_drop > 0 then read, old = pcall(kernel.call, "dm_table", self.name) end
-  self:load(t, opts)
-  local ok, err = pcall(self.suspend, self, opts)
-  if ok then ok, err = pcall(self.resume, self) end
+  t = as_table(t, "reload", self.name)
+  local targets = t:targets(dmtable.context(opts.lookup), "reload", self.name)
+  local undo = keyring.add(self.name, targets)
+  local ok, err = pcall(function()
+    kernel.call("dm_load", self.name, targets, {readonly = opts.readonly})
+    swap(self, opts)
+  end)
   if not ok then
-    pcall(self.clear, self)
+    pcall(kernel.call, "dm_clear", self.name)
     device.ensure_resumed(self.name)
+    if undo then undo() end
     error(err, 0)
   end
-  if read then device.dropped(self.name, old) end
+  if opts.settle ~= false then after("keyring of " .. self.name, keyring.settle, self.name, targets) end
   return self
 end
 
@@ -134,27 +162,37 @@ function device.ensure_resumed(name)
   end
 end
 
---- Hooks run after a device drops a table (removed, or reloaded with
--- another), with its name and that table's targets (crypt uses one to unlink
--- the keyring keys no device uses any more).
-device.after_drop = {}
-
-function device.dropped(name, targets)
-  for _, hook in ipairs(device.after_drop) do hook(name, targets) end
-end
-
---- Remove the device (dmsetup remove --retry). opts: {retry = true, deferred = false}
+--- Remove the device (dmsetup remove --retry); its keyring keys go with it.
+-- @tparam[opt] table opts {retry = true, deferred = false, force = false: if it is
+--   open, first give it the error target so that its users fail fast, as
+--   dmsetup remove --force does}
 function Device:remove(opts)
-  local ok, live = true, nil
-  if #device.after_drop > 0 then ok, live = pcall(kernel.call, "dm_table", self.name) end
-  kernel.call("dm_remove", self.name, opts)
-  device.dropped(self.name, ok and live or {})
+  opts = opts or {}
+  if opts.force then
+    local info = kernel.call("dm_info", self.name)
+    if info and info.open_count > 0 then
+      local sectors = 0
+      for _, s in ipairs(kernel.call("dm_table", self.name)) do sectors = s.start + s.length end
+      if sectors > 0 then
+        kernel.call("dm_load", self.name, {{start = 0, length = sectors, type = "error", params = ""}})
+        local ok, err = pcall(swap, self, {noflush = true})
+        if not ok then
+          pcall(kernel.call, "dm_clear", self.name)
+          device.ensure_resumed(self.name)
+          error(err, 0)
+        end
+      end
+    end
+  end
+  kernel.call("dm_remove", self.name, {retry = opts.retry, deferred = opts.deferred})
+  after("keyring of " .. self.name, keyring.drop, self.name)
 end
 
---- Rename (dmsetup rename).
+--- Rename (dmsetup rename); the device's keyring keys follow it.
 function Device:rename(newname)
   check.name("rename", newname)
   kernel.call("dm_rename", self.name, newname)
+  after("keyring of " .. newname, keyring.rename, self.name, newname)
   self.name, self.path = newname, "/dev/mapper/" .. newname
   return self
 end
@@ -167,17 +205,20 @@ function Device:message(msg, sector)
 end
 
 --- The live table (or the inactive one with {inactive = true}), as a Table.
--- Crypt keys are shown as zeros, as dmsetup does; keyring references as they are.
--- With {keys = true} a crypt segment's key comes back as a Key object (never
--- as bytes in a string), so the table can be loaded again, as a snapshot
--- copies its origin's table.
+-- Hex crypt keys show as zeros, as dmsetup shows them (such a table can not
+-- be loaded again); keyring references as they are. With {keys = true} a
+-- hex key comes back as a Key object (never as bytes in a string), so the
+-- table can be loaded again, as a snapshot copies its origin's table.
 function Device:table(opts)
-  return dmtable.from_targets(kernel.call("dm_table", self.name, opts))
+  return dmtable.from_targets(kernel.call("dm_table", self.name, opts), not (opts and opts.keys))
 end
 
---- Status lines {{start=, length=, type=, params=}, ...} (dmsetup status).
+--- Status lines {{start=, length=, type=, params=, status=}, ...} (dmsetup
+-- status); `status` is the target's status parsed, for types that have a parser.
 function Device:status(opts)
-  return kernel.call("dm_status", self.name, opts)
+  local lines = kernel.call("dm_status", self.name, opts)
+  for _, l in ipairs(lines) do l.status = target.status(l.type, l.params) end
+  return lines
 end
 
 --- {exists, suspended, readonly, open_count, major, minor, event_nr,

@@ -4,25 +4,16 @@
 local device = require "devmapper.device"
 local kernel = require "devmapper.kernel"
 local target = require "devmapper.target"
-local crypt = require "devmapper.crypt"
 local snapshot = require "devmapper.snapshot"
 local stack = require "devmapper.stack"
-
--- A removed crypt device takes its keyring keys with it.
-table.insert(device.after_drop, crypt.unlink_keys)
 
 local dm = {
   _VERSION = "lua-devmapper scm",
   loop = require "devmapper.loop",
   table = require "devmapper.table",
   key = require "devmapper.key",
-  linear = target.linear,
-  striped = target.striped,
-  zero = target.zero,
-  error = target.error,
-  crypt = crypt.new,
   snapshot = snapshot,
-  origin = snapshot.origin,
+  origin = target.get("snapshot-origin").builder,
   stack = stack,
   cleanup = stack.cleanup,
   create = device.create,
@@ -47,4 +38,9 @@ function dm.blockdev(dev)
   return kernel.blkdev(dev)
 end
 
-return dm
+-- Every target type has its builder here, by name with '_' for '-':
+-- dm.linear, dm.striped, dm.zero, dm.error, dm.crypt, dm.snapshot_origin, ...
+return setmetatable(dm, {__index = function(_, k)
+  local d = type(k) == "string" and target.get((k:gsub("_", "-")))
+  return d and d.builder or nil
+end})

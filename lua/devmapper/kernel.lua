@@ -14,6 +14,22 @@ local kernel = {
   out = io.stderr,
 }
 
+--- Where warnings go: bookkeeping that failed after the operation itself
+-- happened (which is therefore not an error). Replace it to collect them.
+function kernel.warn(msg)
+  io.stderr:write("devmapper: warning: ", msg, "\n")
+end
+
+--- Run fn(...) as a critical section: dmlua holds back a signal's error until
+-- it ends, so that a suspend is never cut off from its resume.
+function kernel.critical(fn, ...)
+  if core.critical_enter then core.critical_enter() end
+  local r = table.pack(pcall(fn, ...))
+  if core.critical_leave then core.critical_leave() end
+  if not r[1] then error(r[2], 0) end
+  return table.unpack(r, 2, r.n)
+end
+
 local function q(s)
   s = tostring(s)
   if s:match("^[%w%-%./:_=@,+]+$") then return s end
@@ -79,10 +95,16 @@ local render = {
   loop_find = function(file) return "losetup --associated " .. q(file) end,
   key_add = function(desc) return "keyctl padd logon " .. q(desc) .. " @u <key>" end,
   key_unlink = function(desc) return "keyctl unlink %:logon:" .. desc end,
+  ring_add = function(ring, desc) return ("keyctl padd logon %s %%:%s <key>"):format(q(desc), q(ring)) end,
+  ring_link = function(ring, desc) return ("keyctl link %%logon:%s %%:%s"):format(q(desc), q(ring)) end,
+  ring_unlink = function(ring, desc) return ("keyctl unlink %%logon:%s %%:%s"):format(q(desc), q(ring)) end,
+  ring_keys = function(ring) return "keyctl rdescribe %:" .. q(ring) end,
+  ring_drop = function(ring) return "keyctl invalidate %:" .. q(ring) end,
+  rings = function(prefix) return "keyctl show @u # rings " .. q(prefix) .. "*" end,
 }
 
 -- What --dry-run answers: a model of the devices and loops that would exist.
-local dry = {devices = {}, loops = {}, next_minor = 0, next_loop = 0}
+local dry = {devices = {}, loops = {}, rings = {}, next_minor = 0, next_loop = 0}
 
 local dry_ops = {
   dm_create = function(name, targets, o)
@@ -136,6 +158,40 @@ local dry_ops = {
   loop_info = function(path) return dry.loops[path] end,
   loop_find = function() return {} end,
   key_add = function(desc) return desc end,
+  ring_add = function(ring, desc)
+    dry.rings[ring] = dry.rings[ring] or {}
+    dry.rings[ring][desc] = true
+  end,
+  ring_link = function(ring, desc)
+    dry.rings[ring] = dry.rings[ring] or {}
+    dry.rings[ring][desc] = true
+    return true
+  end,
+  ring_unlink = function(ring, desc)
+    local r = dry.rings[ring]
+    local had = r and r[desc]
+    if r then r[desc] = nil end
+    return had or false
+  end,
+  ring_keys = function(ring)
+    local r = dry.rings[ring]
+    if not r then return nil end
+    local l = {}
+    for d in pairs(r) do l[#l + 1] = d end
+    table.sort(l)
+    return l
+  end,
+  ring_drop = function(ring)
+    local had = dry.rings[ring] ~= nil
+    dry.rings[ring] = nil
+    return had
+  end,
+  rings = function(prefix)
+    local l = {}
+    for r in pairs(dry.rings) do if r:sub(1, #prefix) == prefix then l[#l + 1] = r end end
+    table.sort(l)
+    return l
+  end,
 }
 
 --- The command line an operation reads as (for plans).

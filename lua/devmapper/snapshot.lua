@@ -4,7 +4,6 @@
 -- live device, for a backup) and `overlay` (Point A, a writable layer over a
 -- base that stays untouched, to discard or to merge into the base).
 local check = require "devmapper.check"
-local core = require "devmapper.core"
 local device = require "devmapper.device"
 local dmtable = require "devmapper.table"
 local kernel = require "devmapper.kernel"
@@ -15,150 +14,38 @@ local transaction = require "devmapper.transaction"
 
 local snapshot = {}
 
-local stores = {P = true, PO = true, N = true}
-
--- persistent = true | false | "P" | "PO" | "N"  ->  the kernel's store letters
-local function store_of(p)
-  if p == nil or p == true then return "P" end
-  if p == false then return "N" end
-  if type(p) == "string" and stores[p:upper()] then return p:upper() end
-  return p
-end
-
-local function chunk_of(c)
-  if c == nil then return 8 end
-  if type(c) == "string" then return size.sectors(c, "chunk") end
-  return c
-end
-
-local function same_device(a, b)
-  if a.major ~= nil and b.major ~= nil then return a.major == b.major and a.minor == b.minor end
-  return a.path ~= nil and a.path == b.path
-end
-
-local function snap_fields(opts)
-  if type(opts) ~= "table" then check.fail("snapshot", nil, "expected a table of options, got %s", type(opts)) end
-  return {origin = opts.origin or opts[1], cow = opts.cow or opts[2], store = store_of(opts.persistent),
-          chunk = chunk_of(opts.chunk), features = opts.features or {}, length = opts.length,
-          reuse = opts.reuse}
-end
+local decl = target.get("snapshot")
 
 --- A snapshot segment: reads come from the COW device for changed chunks and
 -- from the origin for the rest; writes go to the COW device. `dm.snapshot`
 -- is this function (callable), and also carries take, overlay, status,
 -- merge and prepare.
 -- @tparam table opts {origin = dev, cow = dev, persistent = true|false|"P"|"PO"|"N",
---   chunk = 8 (sectors, a power of 2, or a size), features = {"discard_zeroes_cow", ...},
---   length = origin's size, reuse = false (a stack then keeps the COW's existing store)}
--- dm.create uses the COW as it is: take, overlay and stacks zero its first
--- chunk (see prepare); with dm.create, call dm.snapshot.prepare first.
+--   chunk = 8 (sectors, a power of 2, or a size; 0: the kernel's choice),
+--   features = {"discard_zeroes_cow", ...}, length = origin's size, reuse = false}
+-- A device created with it first gets the COW's first chunk zeroed (a new
+-- store), unless reuse = true or the store is not persistent.
 -- @treturn Target
 -- @usage dm.create("snap", dm.snapshot {origin = "/dev/mapper/base-real", cow = l3, chunk = 8})
-function snapshot.new(opts)
-  return target.new("snapshot", snap_fields(opts))
-end
+snapshot.new = decl.builder
 
 --- A snapshot-merge segment: merges a persistent COW store back into its
 -- origin, in the background, while presenting the merged view.
 -- @tparam table opts as for dm.snapshot (persistent must not be false)
-function snapshot.merge(opts)
-  return target.new("snapshot-merge", snap_fields(opts))
-end
+snapshot.merge = target.get("snapshot-merge").builder
 
---- A snapshot-origin segment: the origin device as seen through it; each
--- write first saves the old data into the COW of every snapshot of it.
--- @param dev the device holding the data (in the article, base-real)
--- @tparam[opt] table opts {length = dev's size}
--- @usage dm.origin("/dev/mapper/base-real")
-function snapshot.origin(dev, opts)
-  return target.new("snapshot-origin", {origin = dev, length = opts and opts.length})
-end
-
-local function origin_length(s, ctx) return ctx.facts(s.origin).sectors end
-
-local function check_fits(s, ctx, fail)
-  local o = ctx.facts(s.origin)
-  if o and s.length and s.length > o.sectors then
-    fail("length", "must fit in the origin: %d sectors is more than %s has (%d)", s.length, ctx.name(s.origin), o.sectors)
-  end
-  return o
-end
-
-for _, ty in ipairs {"snapshot", "snapshot-merge"} do
-  target.define(ty, {
-    params = function(s, ctx)
-      local p = {ctx.dev(s.origin), ctx.dev(s.cow), tostring(s.store), tostring(s.chunk)}
-      if #s.features > 0 then p[#p + 1] = #s.features end
-      for _, f in ipairs(s.features) do p[#p + 1] = f end
-      return table.concat(p, " ")
-    end,
-    parse = function(w)
-      local f = {origin = w[1], cow = w[2], store = w[3] and w[3]:upper(), chunk = math.tointeger(tonumber(w[4])),
-                 features = {}}
-      for i = 1, tonumber(w[5]) or 0 do f.features[i] = w[5 + i] end
-      return f
-    end,
-    length = origin_length,
-    devices = function(s) return {s.origin, s.cow} end,
-    check = function(s, ctx, fail)
-      if s.origin == nil then fail("origin", "is required") end
-      if s.cow == nil then fail("cow", "is required") end
-      if not stores[s.store] then
-        fail("persistent", "must be true, false, \"P\", \"PO\" or \"N\" (got %s)", tostring(s.store))
-      end
-      if ty == "snapshot-merge" and s.store == "N" then
-        fail("persistent", "must be persistent: only a persistent store can be merged")
-      end
-      local c = s.chunk
-      if math.type(c) ~= "integer" or c <= 0 or c & (c - 1) ~= 0 then
-        fail("chunk", "must be a power of 2 (sectors), got %s", tostring(c))
-      end
-      local o, w = check_fits(s, ctx, fail), ctx.facts(s.cow)
-      if o and w and same_device(o, w) then fail("cow", "must not be the origin (%s)", ctx.name(s.origin)) end
-      for _, d in ipairs {{"origin", o, s.origin}, {"cow", w, s.cow}} do
-        local bs = d[2] and (d[2].logical_block_size or 512) // 512
-        if bs and c % bs ~= 0 then
-          fail("chunk", "%d must be a multiple of the %s's logical block size (%s: %d sectors)", c, d[1], ctx.name(d[3]), bs)
-        end
-      end
-    end,
-  })
-end
-
-target.define("snapshot-origin", {
-  params = function(s, ctx) return ctx.dev(s.origin) end,
-  parse = function(w) return {origin = w[1]} end,
-  length = origin_length,
-  devices = function(s) return {s.origin} end,
-  check = function(s, ctx, fail)
-    if s.origin == nil then fail("origin", "is required") end
-    check_fits(s, ctx, fail)
-  end,
-})
+--- A snapshot-origin segment (dm.origin): the origin device as seen through
+-- it; each write first saves the old data into the COW of every snapshot of it.
+snapshot.origin = target.get("snapshot-origin").builder
 
 --- Zero the first chunk of a COW device, so that the kernel starts a new
 -- store there instead of reading an old one (data I/O, not a kernel object).
 -- @param cow a Loop, a Device or a path
 -- @tparam[opt=8] integer chunk sectors
 function snapshot.prepare(cow, chunk)
-  chunk = chunk_of(chunk)
-  local path = type(cow) == "table" and cow.path or cow
-  if kernel.trace or kernel.dry_run then
-    kernel.out:write(kernel.dry_run and "(dry-run) " or "+ ",
-                     ("dd if=/dev/zero of=%s bs=512 count=%d conv=notrunc\n"):format(path, chunk))
-  end
-  if kernel.dry_run then return end
-  local f = kernel.blkdev(path)
-  if #f.holders > 0 then
-    check.fail("prepare", f.path, "COW device is in use (held by %s)", table.concat(f.holders, ", "))
-  end
-  local fh, err, code = io.open(f.path, "r+b")
-  if not fh then core.error {op = "prepare", name = f.path, errno = code or 0, message = err} end
-  local ok, werr, wcode = fh:write(("\0"):rep(chunk * 512))
-  local cok, cerr, ccode = fh:close() -- the last close writes the block device's cache through
-  if not ok or not cok then
-    core.error {op = "prepare", name = f.path, errno = wcode or ccode or 0, message = werr or cerr}
-  end
+  chunk = chunk or 8
+  if type(chunk) == "string" then chunk = size.sectors(chunk, "chunk") end
+  decl.zero_cow(type(cow) == "table" and cow.path or cow, chunk)
 end
 
 local Status = {__name = "devmapper.SnapshotStatus"}
@@ -186,15 +73,7 @@ function snapshot.status(st)
   if type(st) ~= "string" then
     check.fail("snapshot.status", nil, "expected status text, a status line or a Device, got %s", type(st))
   end
-  local used, total, meta = st:match("^%s*(%d+)/(%d+)%s*(%d*)")
-  local r
-  if used then
-    r = {state = "active", used = math.tointeger(tonumber(used)), total = math.tointeger(tonumber(total)),
-         metadata = math.tointeger(tonumber(meta)) or 0}
-  else
-    r = {state = st:match("^%s*(.-)%s*$"):lower()}
-  end
-  r.invalid, r.overflow, r.merge_failed = r.state == "invalid", r.state == "overflow", r.state == "merge failed"
+  local r = target.status("snapshot", st)
   return setmetatable(r, Status)
 end
 
@@ -218,8 +97,10 @@ end
 local function swap(tx, dev, t, opts, what)
   tx:undo("restore " .. dev.name, restore(dev))
   tx:step("load " .. what, dev.load, dev, t, opts)
-  tx:step("suspend " .. what, dev.suspend, dev)
-  tx:step("resume " .. what, dev.resume, dev)
+  kernel.critical(function()
+    tx:step("suspend " .. what, dev.suspend, dev)
+    tx:step("resume " .. what, dev.resume, dev)
+  end)
 end
 
 local function remove(dev)
@@ -261,7 +142,8 @@ function snapshot.take(dev, opts)
   opts = opts or {}
   local origin = as_device(dev, "take")
   local names = {real = origin.name .. "-real", view = opts.name or origin.name .. "-snap"}
-  local seg = snapshot.new {origin = origin, cow = opts.cow, chunk = opts.chunk, persistent = opts.persistent}
+  local seg = snapshot.new {origin = origin, cow = opts.cow, chunk = opts.chunk, persistent = opts.persistent,
+                            reuse = opts.reuse}
   dmtable {seg}:validate(dmtable.context(), "take", origin.name)
 
   local info, live = origin:info(), origin:table {keys = true}
@@ -275,7 +157,6 @@ function snapshot.take(dev, opts)
   local tx = transaction.begin("take", origin.name)
   local real = tx:step("create real", device.create, names.real, live,
                        {readonly = info.readonly, uuid = uuid_with(info, "-real")})
-  if not opts.reuse and seg.store ~= "N" then tx:step("prepare cow", snapshot.prepare, opts.cow, seg.chunk) end
   seg.origin = real
   local view = tx:step("create snapshot", device.create, names.view, seg,
                        {readonly = true, uuid = uuid_with(info, "-snap")})
@@ -332,15 +213,15 @@ function snapshot.overlay(base, opts)
   opts = opts or {}
   local path = type(base) == "table" and base.path or base
   local name = opts.name or (tostring(path):match("([^/]+)$") .. "-overlay")
-  local seg = snapshot.new {origin = base, cow = opts.cow, chunk = opts.chunk, persistent = opts.persistent}
+  local seg = snapshot.new {origin = base, cow = opts.cow, chunk = opts.chunk, persistent = opts.persistent,
+                            reuse = opts.reuse}
   dmtable {seg}:validate(dmtable.context(), "overlay", name)
 
   local tx = transaction.begin("overlay", name)
-  if not opts.reuse and seg.store ~= "N" then tx:step("prepare cow", snapshot.prepare, opts.cow, seg.chunk) end
   local view = tx:step("create overlay", device.create, name, seg)
   tx:done()
 
-  local ov = setmetatable({base = base, view = view, cow = opts.cow, chunk = seg.chunk, store = seg.store}, Overlay)
+  local ov = setmetatable({base = base, view = view, cow = opts.cow, chunk = seg.chunk, store = seg.persistent}, Overlay)
   scope.track("overlay " .. name, function() if not ov.gone then ov:discard() end end)
   return ov
 end

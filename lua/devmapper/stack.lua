@@ -8,7 +8,7 @@ local device = require "devmapper.device"
 local dmtable = require "devmapper.table"
 local kernel = require "devmapper.kernel"
 local scope = require "devmapper.scope"
-local snapshot = require "devmapper.snapshot"
+local keyring = require "devmapper.keyring"
 local transaction = require "devmapper.transaction"
 
 local stack = {}
@@ -41,7 +41,7 @@ local function deps_of(members, m, prefix)
     for _, d in ipairs(seg:devices()) do
       if type(d) == "string" and not is_path(d) and not seen[d] then
         if not members[d] then
-          check.fail("stack", prefix .. "-" .. m, "segment %d (%s) names %q, which is not a member", i, seg.type, d)
+          check.fail("stack", prefix .. "-" .. m, "segment %d (%s) names %s, which is not a member", i, seg.type, check.quote(d))
         end
         seen[d] = true
         out[#out + 1] = d
@@ -123,42 +123,21 @@ local function context(self, planned)
   return ctx
 end
 
--- Params as compared: the kernel never shows a hex crypt key.
-local function norm(s)
-  local p = s.params:gsub("%s+", " "):gsub("^ ", ""):gsub(" $", "")
-  if s.type == "crypt" then
-    p = p:gsub("^(%S+) (%S+)", function(c, k)
-      if k == "<key>" or k:match("^0+$") then return c .. " KEY" end
-    end)
-  end
-  return p
-end
-
-local function same(want, live)
-  if #want ~= #live then return false end
-  for i, w in ipairs(want) do
-    local l = live[i]
-    if w.start ~= l.start or w.length ~= l.length or w.type ~= l.type or norm(w) ~= norm(l) then return false end
-  end
-  return true
-end
-
 -- What a member needs: "create", "reload", "resume", "keep" or "foreign";
--- its targets; the COWs to zero before creating it.
+-- its targets; what runs before it is created (as command lines, for plans).
 local function decide(self, m, planned)
   local name = self:name(m)
   local info = kernel.call("dm_info", name)
   if info and info.uuid ~= stack.uuid(self.prefix, m) then return {op = "foreign", info = info} end
   local ctx = context(self, planned)
-  local d = {info = info, targets = self.members[m]:targets(ctx, "plan", name), cows = {}}
+  local t = self.members[m]
+  local d = {info = info, targets = t:targets(ctx, "plan", name)}
   if not info then
-    d.op = "create"
-    for _, s in ipairs(self.members[m]) do
-      if s.type == "snapshot" and not s.reuse and s.store ~= "N" then
-        d.cows[#d.cows + 1] = {path = ctx.facts(s.cow).path, chunk = s.chunk}
-      end
-    end
-  elseif not same(d.targets, kernel.call("dm_table", name)) then
+    d.op, d.before = "create", t:before_create_lines(ctx)
+    return d
+  end
+  d.live = dmtable.from_targets(kernel.call("dm_table", name, {keys = true}))
+  if t:compare_text(ctx) ~= d.live:compare_text() then
     d.op = "reload"
   elseif info.suspended then
     d.op = "resume"
@@ -197,9 +176,7 @@ end
 function Plan:__tostring()
   local l = {}
   for _, p in ipairs(self) do
-    for _, c in ipairs(p.cows or {}) do
-      l[#l + 1] = ("dd if=/dev/zero of=%s bs=512 count=%d conv=notrunc"):format(c.path, c.chunk)
-    end
+    for _, c in ipairs(p.before or {}) do l[#l + 1] = c end
     if p.op == "create" then
       l[#l + 1] = kernel.render("dm_create", p.name, p.targets, {uuid = p.uuid})
     elseif p.op == "reload" then
@@ -223,28 +200,29 @@ end
 -- @treturn Stack
 function Stack:apply()
   local tx = transaction.begin("apply", self.prefix)
-  local lookup, made, dropped = self:lookup(), false, {}
+  local lookup, made, reloaded = self:lookup(), false, {}
   for _, m in ipairs(self.order) do
     local name = self:name(m)
     local d = tx:step("plan " .. name, decide, self, m, {})
     if d.op == "foreign" then tx:step("plan " .. name, refuse_foreign, "apply", self, m, d) end
     if d.op == "create" then
-      for _, c in ipairs(d.cows) do tx:step("prepare cow of " .. name, snapshot.prepare, c.path, c.chunk) end
       tx:step("create " .. name, device.create, name, self.members[m], {uuid = stack.uuid(self.prefix, m), lookup = lookup})
       made = true
     elseif d.op == "reload" then
       local dev = tx:step("read " .. name, device.open, name)
-      local old = tx:step("read " .. name, kernel.call, "dm_table", name, {keys = true})
-      dropped[name] = old
-      tx:step("reload " .. name, dev.reload, dev, self.members[m], {lookup = lookup, keep_old = true})
-      tx:undo("table of " .. name, function() dev:reload(dmtable.from_targets(old)) end) -- drops the new keys
+      -- the old keys stay in the device's keyring until nothing can roll back to them
+      tx:step("reload " .. name, dev.reload, dev, self.members[m], {lookup = lookup, settle = false})
+      tx:undo("table of " .. name, function() dev:reload(d.live) end)
+      reloaded[#reloaded + 1] = name
     elseif d.op == "resume" then
       tx:step("resume " .. name, device.ensure_resumed, name)
     end
   end
   tx:done()
-  -- only now can nothing roll back to the old tables: drop what they named
-  for name, old in pairs(dropped) do device.dropped(name, old) end
+  for _, name in ipairs(reloaded) do
+    local ok, err = pcall(keyring.settle_live, name)
+    if not ok then kernel.warn(("keyring of %s: %s"):format(name, tostring(err))) end
+  end
   if made then scope.track("stack " .. self.prefix, function() self:teardown() end) end
   return self
 end
@@ -340,6 +318,8 @@ function stack.cleanup(prefix)
   end
   table.sort(names)
   remove_all("cleanup", prefix, names)
+  -- keyrings of devices that were never made or are gone (a kill in between)
+  keyring.cleanup(prefix .. "-")
   return names
 end
 

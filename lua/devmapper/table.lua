@@ -2,7 +2,9 @@
 -- `dmsetup table` prints them, parsed back from that text, and checked
 -- against the kernel's rules before any ioctl.
 local check = require "devmapper.check"
+local field = require "devmapper.field"
 local kernel = require "devmapper.kernel"
+local size = require "devmapper.size"
 local target = require "devmapper.target"
 
 local Table = {__name = "devmapper.Table"}
@@ -45,15 +47,17 @@ end
 -- @tparam[opt] function lookup(name) for names that are not paths or
 -- major:minor (a stack's members); returns a Loop, Device, path or nil
 -- @tparam[opt] boolean lenient render unknown devices by name instead of raising
+-- @tparam[opt] boolean describe render devices as paths (and loop backing files)
 function M.context(lookup, lenient, describe)
   local cache = {}
   local ctx = {}
   local function key_of(dev)
     if type(dev) == "table" and dev.path then return dev.path end
     if type(dev) == "string" then
-      if dev:sub(1, 1) == "/" or dev:match("^%d+:%d+$") then return dev end
+      if dev:match("^%d+:%d+$") then return dev end
       local sub = lookup and lookup(dev)
       if sub then return key_of(sub) end
+      return dev
     end
     return nil
   end
@@ -75,7 +79,8 @@ function M.context(lookup, lenient, describe)
   -- A device as people read it, for messages.
   function ctx.name(dev)
     local f = ctx.facts(dev)
-    return f and f.path or tostring(dev)
+    if f and f.path then return f.path end
+    return type(dev) == "table" and tostring(dev.path) or tostring(dev)
   end
   function ctx.dev(dev)
     local f = ctx.facts(dev)
@@ -90,36 +95,58 @@ function M.context(lookup, lenient, describe)
   return ctx
 end
 
--- Starts, lengths and params of every segment, checked.
--- Returns {{start, length, type, params, key}}; raises naming the segment.
-local function resolve(t, ctx, op, name, strict)
+-- The kernel's check across segments (validate_hardware_logical_block_alignment):
+-- a bio aligned to the table's logical block size that spans a boundary
+-- must split into pieces each target can take, and the table must end on one.
+local function check_alignment(out, fail)
+  local L = 1
+  for _, s in ipairs(out) do L = math.max(L, s.lbs // 512) end
+  if L == 1 then return end
+  local next_start, remaining = 0, 0
+  for i, s in ipairs(out) do
+    local own = s.dev_lbs // 512
+    if remaining < s.length and remaining % own ~= 0 then
+      fail(i, s.type, "start", "%d is not aligned to the table's logical block size (%d bytes)", s.start, L * 512)
+    end
+    next_start = (next_start + s.length) % L
+    remaining = next_start ~= 0 and L - next_start or 0
+  end
+  if remaining ~= 0 then
+    fail(#out, out[#out].type, "length", "the table must end on its logical block size (%d bytes): it ends %d sectors past a boundary",
+         L * 512, L - remaining)
+  end
+end
+
+-- Starts, lengths and params of every segment, checked (strict) or as far as
+-- can be shown (not strict). mode: "kernel", "show" or "compare" (see target.resolve).
+-- Returns {{start, length, type, params, key, secure, ring}}; raises naming the segment.
+-- ring: the keyring keys the segment names, {[description] = Key, or true for one already there}.
+local function resolve(t, ctx, op, name, strict, mode)
   local out, start = {}, 0
+  local function fail(i, ty, fieldname, fmt, ...)
+    check.fail(op, name, "segment %d (%s): field '%s' " .. fmt, i, ty, fieldname, ...)
+  end
   if strict and #t == 0 then check.fail(op, name, "table must have at least one segment") end
   for i, s in ipairs(t) do
-    local spec = s:spec()
-    local function fail(field, fmt, ...)
-      check.fail(op, name, "segment %d (%s): field '%s' " .. fmt, i, s.type, field, ...)
+    if getmetatable(s) ~= target.Segment then
+      check.fail(op, name, "segment %d must be a target (dm.linear, ...), got %s", i, type(s))
     end
+    local function segfail(fieldname, fmt, ...) fail(i, s.type, fieldname, fmt, ...) end
     if s.start ~= nil and strict and s.start ~= start then
-      if i == 1 then fail("start", "must be 0 (it is %d)", s.start) end
-      fail("start", "must be %d, where segment %d ends (%s of %d sectors)", start, i - 1,
-           s.start > start and "a gap" or "an overlap", math.abs(s.start - start))
+      if i == 1 then segfail("start", "must be 0 (it is %d)", s.start) end
+      segfail("start", "must be %d, where segment %d ends (%s of %d sectors)", start, i - 1,
+              s.start > start and "a gap" or "an overlap", math.abs(s.start - start))
     end
-    local length = s.length
-    if length == nil and spec.length then
-      local ok, l = pcall(spec.length, s, ctx)
-      if ok then length = l elseif strict then error(l, 0) end
+    local r = target.resolve(s, ctx, segfail, mode, strict)
+    if strict and r.length > math.maxinteger - start then
+      segfail("length", "%d makes the table end past sector %d", r.length, math.maxinteger)
     end
-    if strict then
-      -- The target's own rules first: a bad chunk explains a missing length.
-      local seg = setmetatable({length = length}, {__index = s})
-      if spec.check then spec.check(seg, ctx, fail) end
-      if length == nil then fail("length", "is required for this target") end
-      if math.type(length) ~= "integer" or length <= 0 then fail("length", "must be > 0 (it is %s)", tostring(length)) end
-    end
-    out[i] = {start = s.start or start, length = length, type = s.type, params = spec.params(s, ctx), key = s.key}
-    start = (s.start or start) + (length or 0)
+    out[i] = {start = s.start or start, length = r.length, type = s.type, params = r.params, key = r.key,
+              secure = s:secret() or nil, ring = r.ring, lbs = r.lbs, dev_lbs = r.dev_lbs}
+    start = (s.start or start) + (r.length or 0)
   end
+  if strict then check_alignment(out, fail) end
+  for _, s in ipairs(out) do s.lbs, s.dev_lbs = nil, nil end
   return out
 end
 
@@ -127,88 +154,124 @@ end
 -- @tparam[opt] table ctx from M.context
 -- @tparam[opt] string op, name for error messages
 function Table:targets(ctx, op, name)
-  ctx = ctx or M.context()
-  ctx.kernel = true
-  return resolve(self, ctx, op or "table", name, true)
+  return resolve(self, ctx or M.context(), op or "table", name, true, "kernel")
 end
 
---- Run each segment's preparation for the kernel (a crypt key goes into the
--- keyring); `undo` takes it back after a failed ioctl.
-function Table:prepare(undo)
-  for _, s in ipairs(self) do
-    local f = s:spec()[undo and "unprepare" or "prepare"]
-    if f then f(s) end
-  end
-end
-
---- Check against the kernel's rules; raises an error naming field and rule.
+--- Check against the kernel's rules; raises an error naming segment, field and rule.
 function Table:validate(ctx, op, name)
-  self:targets(ctx, op, name)
+  resolve(self, ctx or M.context(), op or "table", name, true, "show")
   return self
+end
+
+--- Run what each segment needs before a device is created with the table
+-- (a snapshot's COW zeroed).
+function Table:before_create(ctx)
+  for _, s in ipairs(self) do s:before_create(ctx) end
+end
+
+--- The command lines before_create stands for (for plans).
+function Table:before_create_lines(ctx)
+  local l = {}
+  for _, s in ipairs(self) do l[#l + 1] = s:before_create(ctx, true) end
+  return l
 end
 
 --- Total length in sectors.
 function Table:length()
   local n = 0
-  for _, s in ipairs(resolve(self, M.context(nil, true), "table", nil, false)) do n = s.start + (s.length or 0) end
+  for _, s in ipairs(resolve(self, M.context(nil, true), "table", nil, false, "show")) do n = s.start + (s.length or 0) end
   return n
 end
 
 local function format(targets)
   local l = {}
   for i, s in ipairs(targets) do
-    l[i] = ("%d %s %s"):format(s.start, s.length and tostring(s.length) or "?", s.type)
+    l[i] = ("%d %s %s"):format(s.start, s.length and ("%d"):format(s.length) or "?", s.type)
            .. (s.params ~= "" and " " .. s.params or "")
   end
   return table.concat(l, "\n")
 end
 
---- The table as `dmsetup table` prints it (major:minor, one line per segment).
+--- The table as `dmsetup table` prints it: major:minor, numbers in plain
+-- decimal, options in the kernel's order; keys as zeros (as dmsetup shows them).
 function Table:__tostring()
-  return format(resolve(self, M.context(nil, true), "table", nil, false))
+  return format(resolve(self, M.context(nil, true), "table", nil, false, "show"))
 end
 
 --- Same, with device paths (and loop backing files) instead of major:minor.
 -- @tparam[opt] function lookup for names of stack members
 function Table:describe(lookup)
-  return format(resolve(self, M.context(lookup, true, true), "table", nil, false))
+  return format(resolve(self, M.context(lookup, true, true), "table", nil, false, "show"))
 end
 
-function Table.__eq(a, b) return tostring(a) == tostring(b) end
+--- The text two tables compare by: devices as major:minor, keys by
+-- fingerprint (never their bytes), so that equal text means the same mapping.
+-- @tparam[opt] table ctx
+function Table:compare_text(ctx)
+  return format(resolve(self, ctx or M.context(nil, true), "table", nil, false, "compare"))
+end
 
---- Parse `dmsetup table` text (one segment per line) into a Table.
+function Table.__eq(a, b) return a:compare_text() == b:compare_text() end
+
+-- A table line's start or length: plain decimal, as the kernel's u64 fields.
+local function u64(word, what, n)
+  if not word:match("^%d+$") then
+    check.fail("table.parse", nil, "line %d: field '%s' must be a decimal integer (digits only)%s", n, what,
+               #word <= 24 and (", got '%s'"):format(word) or "")
+  end
+  local v = size.digits(word)
+  if not v then
+    check.fail("table.parse", nil, "line %d: field '%s' must be at most %d", n, what, math.maxinteger)
+  end
+  return v
+end
+
+--- Parse `dmsetup table` text into a Table: one segment per line
+-- ("start length type params"), blank lines and lines starting with '#'
+-- skipped (as dmsetup does). Every word is read as the kernel reads it; a
+-- word the kernel would read otherwise, or ignore, is refused.
 -- @tparam string text
+-- @tparam[opt] table o {masked = true: keys read back as zeros stand for keys not shown}
 -- @treturn Table
 -- @usage dm.table.parse "0 8192 striped 2 16 7:0 0 7:1 0"
-function M.parse(text)
+function M.parse(text, o)
   if type(text) ~= "string" then check.fail("table.parse", nil, "expected a string, got %s", type(text)) end
   local t = setmetatable({}, Table)
   local n = 0
-  for line in text:gmatch("[^\n]+") do
-    if line:match("%S") then
-      n = n + 1
-      local start, length, ty, rest = line:match("^%s*(%d+)%s+(%d+)%s+(%S+)%s*(.-)%s*$")
+  for line in (text .. "\n"):gmatch("([^\n]*)\n") do
+    n = n + 1
+    if line:match("%S") and not line:match("^%s*#") then
+      local start, length, ty, rest = line:match("^%s*(%S+)%s+(%S+)%s+(%S+)%s*(.-)%s*$")
       if not start then
-        check.fail("table.parse", nil, "line %d: expected 'start length type params', got %q", n, line)
+        check.fail("table.parse", nil, "line %d: expected 'start length type parameters'", n)
       end
-      local words = {}
-      for w in rest:gmatch("%S+") do words[#words + 1] = w end
-      local spec = target.types[ty] or target.types[false]
-      local fields = spec.parse(words, rest)
-      fields.start, fields.length = math.tointeger(tonumber(start)), math.tointeger(tonumber(length))
-      t[n] = target.new(ty, fields)
+      if #ty > 15 then check.fail("table.parse", nil, "line %d: target type must be at most 15 bytes", n) end
+      start, length = u64(start, "start", n), u64(length, "length", n)
+      local function fail(fieldname, fmt, ...)
+        check.fail("table.parse", nil, "line %d (%s): field '%s' " .. fmt, n, ty, fieldname, ...)
+      end
+      local words = field.split(rest)
+      if o and o.key then
+        for i, w in ipairs(words) do if w == "<key>" then words[i] = o.key[n] end end
+      end
+      local seg = target.parse(ty, words, fail, rest, o and o.masked)
+      seg.start, seg.length = start, length
+      t[#t + 1] = seg
     end
   end
   return t
 end
 
---- Turn the kernel's read-back targets {{start, length, type, params}} into a Table.
-function M.from_targets(targets)
-  local l = {}
-  for i, s in ipairs(targets) do l[i] = ("%d %d %s %s"):format(s.start, s.length, s.type, s.params) end
-  local t = M.parse(table.concat(l, "\n"))
-  for i, s in ipairs(targets) do t[i].key = s.key end -- read with {keys = true}
-  return t
+--- Turn the kernel's read-back targets {{start, length, type, params, key}} into a Table.
+-- @tparam table targets from core.dm_table
+-- @tparam boolean masked the keys were masked (read without {keys = true})
+function M.from_targets(targets, masked)
+  local l, keys = {}, {}
+  for i, s in ipairs(targets) do
+    l[i] = ("%d %d %s %s"):format(s.start, s.length, s.type, s.params)
+    keys[i] = s.key
+  end
+  return M.parse(table.concat(l, "\n"), {key = keys, masked = masked})
 end
 
 M.Table = Table

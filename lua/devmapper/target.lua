@@ -1,185 +1,425 @@
---- Targets: the segments a table is made of. Each type says how to format
--- and parse its parameters, its default length, and the kernel's rules
--- for it, so that a bad segment is refused before any ioctl.
+--- Targets: the segments a table is made of. A target type is one
+-- declaration, lua/devmapper/targets/<type>.lua: its parameters as typed
+-- fields (devmapper.field) in the kernel's order, the device areas it maps
+-- and the rules that tie fields together. Everything else derives from the
+-- declaration: parsing table text, formatting it as the kernel prints it,
+-- checking values given from Lua, the devices a segment names, where its
+-- secrets are, how two segments compare, what to do before create.
 local check = require "devmapper.check"
-local size = require "devmapper.size"
+local core = require "devmapper.core"
+local field = require "devmapper.field"
 
-local target = {types = {}}
+local target = {}
 
 local Segment = {__name = "devmapper.Target"}
 Segment.__index = Segment
 target.Segment = Segment
 
---- Register a target type.
--- spec = {params = f(seg, ctx) -> string, parse = f(words) -> fields,
---         length = f(seg, ctx) -> default sectors (optional),
---         check = f(seg, ctx, fail) (optional), devices = f(seg) -> list (optional)}
--- ctx.facts(dev) gives a device's facts, ctx.dev(dev) renders it in params.
-function target.define(type_name, spec)
-  target.types[type_name] = spec
+local registry = {}
+
+-- Types without a declaration: parameters kept verbatim, the verdict left to the kernel.
+local unknown = {verbatim = true, params = {}}
+
+local function module_exists(mod)
+  return package.loaded[mod] ~= nil or package.preload[mod] ~= nil
+         or package.searchpath(mod, package.path) ~= nil
 end
 
---- Make a segment of a registered type from its fields.
-function target.new(type_name, fields)
-  fields.type = type_name
-  if fields.length ~= nil then fields.length = size.sectors(fields.length, "length") end
-  return setmetatable(fields, Segment)
+--- The declaration of a target type (loaded from devmapper.targets.<type>,
+-- with '-' read as '_'), or nil for a type the module does not know.
+function target.get(type_name)
+  local d = registry[type_name]
+  if d == nil then
+    d = false
+    local mod = type(type_name) == "string" and type_name:match("^[%l%d%-]+$")
+                and "devmapper.targets." .. type_name:gsub("%-", "_")
+    if mod and module_exists(mod) then
+      d = require(mod)
+      if d.type ~= type_name then d = false end
+    end
+    registry[type_name] = d
+  end
+  return d or nil
 end
 
-function Segment:spec()
-  return target.types[self.type] or target.types[false]
+-- Field names a builder takes besides the parameters.
+local COMMON = {length = true}
+
+--- Declare a target type; returns the declaration with its builder.
+-- decl = {type =, params = {{name, kind, default =}, {name, count = list},
+--   {name, list = {{sub, kind}, ...}}, {name, field.options{...}}, {name, field.key, keyring = flag}},
+--   extra = {other builder fields}, new = function(...) -> fields (builder arguments to fields),
+--   length = function(r, ctx) -> default length, areas = function(r) -> {{dev, start, len, field}},
+--   block = function(r) -> a logical block size (bytes) the target imposes,
+--   check = function(r, ctx, fail), status = function(words) -> table,
+--   before_create = function(seg, ctx)}
+function target.define(decl)
+  decl.allowed = {}
+  for k in pairs(COMMON) do decl.allowed[k] = true end
+  for _, p in ipairs(decl.params) do
+    if not p.count then decl.allowed[p[1]] = true end
+    if p.keyring then decl.allowed[p.keyring] = true end
+    if p[2] and p[2].secret then decl.secret = true end
+  end
+  for _, k in ipairs(decl.extra or {}) do decl.allowed[k] = true end
+  decl.builder = function(...)
+    local fields = decl.new(...)
+    if decl.secret then return check.redacted(target.build, decl, fields) end
+    return target.build(decl, fields)
+  end
+  registry[decl.type] = decl
+  return decl
 end
 
+local function build_fail(decl)
+  return function(name, fmt, ...)
+    check.fail(decl.type, nil, "field '%s' " .. fmt, name, ...)
+  end
+end
+
+-- The segment's values, checked and normalized, as a view over it.
+local function checked(decl, s, fail)
+  local r = setmetatable({}, {__index = s})
+  for _, p in ipairs(decl.params) do
+    local name, kind = p[1], p[2]
+    if p.list then
+      local list = s[name]
+      if type(list) ~= "table" then fail(name, "must be a list, got %s", type(list)) end
+      local items = {}
+      for i, item in ipairs(list) do
+        local it = {}
+        for _, sub in ipairs(p.list) do
+          local v = item[sub[1]]
+          if v == nil then v = sub.default end
+          local label = ("%s[%d].%s"):format(name, i, sub[1])
+          if v == nil then fail(label, "is required") end
+          local nv, why = sub[2].lua(v, label)
+          if nv == nil then fail(label, "%s", why) end
+          it[sub[1]] = nv
+        end
+        items[i] = it
+      end
+      if #items < (p.min or 0) then fail(name, "must name at least %d device%s", p.min, p.min == 1 and "" or "s") end
+      r[name] = items
+    elseif not p.count then
+      local v = s[name]
+      if v == nil then v = p.default end
+      if v == nil and not kind.options then fail(name, "is required") end
+      local nv, why = kind.lua(v, name)
+      if nv == nil then fail(name, "%s", why) end
+      r[name] = nv
+    end
+  end
+  return r
+end
+
+--- Make a segment of a declared type from fields given in Lua; raises
+-- naming the field for a value the kernel would not read as given.
+function target.build(decl, fields)
+  if type(fields) ~= "table" then check.fail(decl.type, nil, "expected a table of fields, got %s", type(fields)) end
+  local fail = build_fail(decl)
+  for k in pairs(fields) do
+    if not decl.allowed[k] then
+      local names = {}
+      for n in pairs(decl.allowed) do names[#names + 1] = n end
+      table.sort(names)
+      fail(tostring(k), "is not a field of %s (its fields: %s)", decl.type, table.concat(names, ", "))
+    end
+  end
+  local s = setmetatable({type = decl.type}, Segment)
+  for k, v in pairs(fields) do s[k] = v end
+  for _, p in ipairs(decl.params) do
+    if s[p[1]] == nil and p.default ~= nil then s[p[1]] = p.default end
+  end
+  -- normalize now ("1MiB" becomes sectors), so that mistakes raise where they are made
+  local r = checked(decl, s, fail)
+  for _, p in ipairs(decl.params) do
+    if not p.count then s[p[1]] = rawget(r, p[1]) end
+  end
+  if s.length ~= nil then
+    local len, why = field.sector.lua(s.length, "length")
+    if not len or len == 0 then fail("length", "%s", why or "must be more than 0") end
+    s.length = len
+  end
+  return s
+end
+
+--- A segment of an unknown type: its parameter text, verbatim.
+function target.verbatim(type_name, params, length)
+  return setmetatable({type = type_name, params = params, length = length}, Segment)
+end
+
+--- Parse the words of a segment's parameters into a segment.
+-- @tparam string type_name
+-- @tparam table words from field.split (a Key may stand for a secret word)
+-- @tparam function fail(field, fmt, ...) raises, naming the segment
+-- @tparam string raw the parameter text (kept verbatim for unknown types)
+-- @tparam[opt] boolean masked zeros in a secret word stand for a key not shown
+function target.parse(type_name, words, fail, raw, masked)
+  local decl = target.get(type_name)
+  if not decl then return target.verbatim(type_name, raw) end
+  if decl.secret then return check.redacted(target.read, decl, words, fail, masked) end
+  return target.read(decl, words, fail, masked)
+end
+
+-- The words of a declared type into a segment.
+function target.read(decl, words, fail, masked)
+  local type_name = decl.type
+  local s = setmetatable({type = type_name, from_text = true}, Segment)
+  local function word_fail(name, w, why)
+    if type(w) ~= "string" then fail(name, "%s", why) end
+    fail(name, "%s, got %s", why, check.quote(w))
+  end
+  local i, n, counts = 1, #words, {}
+  local function read(name, kind)
+    local w = words[i]
+    if w == nil then
+      fail(name, "is missing: %s takes %s", type_name, target.form(decl))
+    end
+    i = i + 1
+    if kind.secret and field.is_key(w) then return w end
+    if kind.secret and masked and w:match("^0+$") and #w % 2 == 0 then return {masked = #w // 2} end
+    local v, why = kind.text(w)
+    if v == nil then word_fail(name, w, why) end
+    return v
+  end
+  for _, p in ipairs(decl.params) do
+    local name, kind = p[1], p[2]
+    if p.count then
+      counts[p.count] = read(name, kind)
+    elseif p.list then
+      local c = counts[name]
+      if c > (n - i + 1) // #p.list then
+        fail(name, "count %d needs %d words, but %d follow", c, c * #p.list, n - i + 1)
+      end
+      local items = {}
+      for j = 1, c do
+        local it = {}
+        for _, sub in ipairs(p.list) do it[sub[1]] = read(("%s[%d].%s"):format(name, j, sub[1]), sub[2]) end
+        items[j] = it
+      end
+      s[name] = items
+    elseif kind.options then
+      s[name] = {}
+      if i <= n then
+        local c, why = field.number {parser = "scanf", bits = 32, max = kind.max}.text(words[i])
+        if not c then word_fail(name, words[i], "count " .. why) end
+        if c > n - i then fail(name, "count %d is more than the %d words that follow", c, n - i) end
+        local m, mwhy = kind.text_list(table.move(words, i + 1, i + c, 1, {}))
+        if not m then fail(name, "%s", mwhy) end
+        s[name] = m
+        i = i + 1 + c
+      end
+    else
+      s[name] = read(name, kind)
+    end
+  end
+  if i <= n then
+    fail("params", "has %d word%s more than %s takes (%s): the kernel would ignore %s",
+         n - i + 1, n - i == 0 and "" or "s", type_name, target.form(decl), n - i == 0 and "it" or "them")
+  end
+  return s
+end
+
+--- How a type's parameters read, for messages: "<dev> <offset>".
+function target.form(decl)
+  local w = {}
+  for _, p in ipairs(decl.params) do
+    if p.list then
+      local sub = {}
+      for _, x in ipairs(p.list) do sub[#sub + 1] = "<" .. x[1] .. ">" end
+      w[#w + 1] = "(" .. table.concat(sub, " ") .. ")..."
+    elseif p[2].options then
+      w[#w + 1] = ("[<#%s> <%s>...]"):format(p[1], p[1])
+    else
+      w[#w + 1] = "<" .. (p.count and "#" .. p.count or p[1]) .. ">"
+    end
+  end
+  return #w == 0 and "no parameters" or table.concat(w, " ")
+end
+
+--- The keyring description a key goes under: named after the key (an HMAC
+-- keyed by it, from which nothing of it can be recovered), so the same key
+-- gives the same table text in every run.
+function target.key_desc(k)
+  return "devmapper:" .. core.key_fingerprint(k)
+end
+
+-- What stands for a secret: a keyring reference, "<key>" for the C core
+-- to fill in from locked memory, a fingerprint (to compare), or zeros.
+local function key_word(r, p, mode, out)
+  local v = r[p[1]]
+  if v == "-" then return "-" end
+  if type(v) == "table" then
+    if v.ref then
+      if v.ktype == "logon" and v.desc:match("^devmapper:") then
+        out.ring = out.ring or {}
+        out.ring[v.desc] = true
+      end
+      return v.ref
+    end
+    if mode == "kernel" then
+      error(("field '%s' holds a key read back without its bytes (read the table with {keys = true})")
+            :format(p[1]), 0)
+    end
+    return mode == "compare" and "masked" or ("0"):rep(2 * v.masked)
+  end
+  if p.keyring and r[p.keyring] ~= false and not r.from_text then
+    local desc = target.key_desc(v)
+    out.ring = out.ring or {}
+    out.ring[desc] = v
+    return (":%d:logon:%s"):format(#v, desc)
+  end
+  if mode == "kernel" then
+    out.key = v
+    return "<key>"
+  end
+  if mode == "compare" then return "key:" .. core.key_fingerprint(v) end
+  return ("0"):rep(2 * #v)
+end
+
+local function format_params(decl, r, ctx, mode, out)
+  local w = {}
+  local function add(s) w[#w + 1] = field.escape(s) end
+  for _, p in ipairs(decl.params) do
+    local name, kind = p[1], p[2]
+    if p.count then
+      add(tostring(#r[p.count]))
+    elseif p.list then
+      for _, item in ipairs(r[name]) do
+        for _, sub in ipairs(p.list) do add(sub[2].format(item[sub[1]], ctx)) end
+      end
+    elseif kind.options then
+      local o = kind.format_list(r[name])
+      if #o > 0 then
+        add(tostring(#o))
+        for _, x in ipairs(o) do add(x) end
+      end
+    elseif kind.secret then
+      w[#w + 1] = key_word(r, p, mode, out)
+    else
+      add(kind.format(r[name], ctx))
+    end
+  end
+  return table.concat(w, " ")
+end
+
+-- The kernel's check of each device area (device_area_is_invalid): inside
+-- the device, and aligned to the target's logical block size, which is the
+-- largest of its devices' and what the target imposes (dm-crypt's sector_size).
+local function check_areas(decl, r, ctx, fail)
+  local areas = decl.areas and decl.areas(r) or {}
+  local dev_lbs = 512
+  for _, a in ipairs(areas) do
+    local f = ctx.facts(a[1])
+    if f then dev_lbs = math.max(dev_lbs, f.logical_block_size or 512) end
+  end
+  local lbs = math.max(dev_lbs, decl.block and decl.block(r) or 512)
+  for _, a in ipairs(areas) do
+    local dev, start, len, name = a[1], a[2], a[3], a[4]
+    local f = ctx.facts(dev)
+    if f and len and f.sectors > 0 then
+      if start >= f.sectors or len > f.sectors - start then
+        fail(name, "must fit in the device: %d sectors at offset %d run past the end of %s (%d sectors)",
+             len, start, ctx.name(dev), f.sectors)
+      end
+    end
+    local per = lbs // 512
+    if per > 1 then
+      if start % per ~= 0 then
+        fail(name, "offset %d must be a multiple of %d sectors (the logical block size, %d bytes)", start, per, lbs)
+      end
+      if len and len % per ~= 0 then
+        fail(name, "length %d must be a multiple of %d sectors (the logical block size, %d bytes)", len, per, lbs)
+      end
+    end
+  end
+  return lbs, dev_lbs
+end
+
+--- A segment as the kernel gets it: its values checked, its length,
+-- parameter text, logical block size and key.
+-- @tparam Segment s
+-- @tparam table ctx a resolution context (devmapper.table)
+-- @tparam function fail(field, fmt, ...) raises, naming the segment
+-- @tparam string mode "kernel", "show" (keys as zeros) or "compare" (keys as fingerprints)
+-- @tparam boolean strict check every rule (false: format what can be, for display)
+-- @treturn table {length =, params =, key =, lbs =, dev_lbs = (the logical block
+--   sizes, in bytes, of the target and of its devices)}
+function target.resolve(s, ctx, fail, mode, strict)
+  local decl = target.get(s.type)
+  if not decl then
+    local p = s.params
+    if type(p) ~= "string" then fail("params", "must be the parameter text of type %s, got %s", s.type, type(p)) end
+    return {length = s.length, params = p, lbs = 512, dev_lbs = 512}
+  end
+  local r = checked(decl, s, fail)
+  local length = s.length
+  if length ~= nil then
+    local why
+    length, why = field.sector.lua(length, "length")
+    if not length then fail("length", "%s", why) end
+  elseif decl.length then
+    local ok, l = pcall(decl.length, r, ctx)
+    if ok then length = l elseif strict then error(l, 0) end
+  end
+  r.length = length
+  local out = {lbs = 512, dev_lbs = 512}
+  if strict then
+    if decl.check then decl.check(r, ctx, fail) end
+    if length == nil then fail("length", "is required (this target has no default length)") end
+    if length <= 0 then fail("length", "must be more than 0 (it is %d)", length) end
+    out.lbs, out.dev_lbs = check_areas(decl, r, ctx, fail)
+  end
+  out.length = length
+  out.params = format_params(decl, r, ctx, mode, out)
+  return out
+end
+
+--- The devices a segment names (Loops, Devices, paths, major:minor, member names).
 function Segment:devices()
-  local f = self:spec().devices
-  return f and f(self) or {}
+  local decl = target.get(self.type)
+  local out = {}
+  for _, p in ipairs(decl and decl.params or {}) do
+    if p[2] == field.device then
+      out[#out + 1] = self[p[1]]
+    elseif p.list then
+      for _, sub in ipairs(p.list) do
+        if sub[2] == field.device then
+          for _, item in ipairs(self[p[1]] or {}) do out[#out + 1] = item[sub[1]] end
+        end
+      end
+    end
+  end
+  return out
+end
+
+--- Run what the type needs before a device is created with this segment
+-- (a snapshot's COW zeroed, unless it is to be reused).
+-- @tparam table ctx resolution context (device paths)
+-- @tparam[opt] boolean show return the command line it stands for instead
+function Segment:before_create(ctx, show)
+  local decl = target.get(self.type)
+  local b = decl and decl.before_create
+  if not (b and b.when(self)) then return nil end
+  if show then return b.show(self, ctx) end
+  b.run(self, ctx)
+end
+
+--- Whether the segment carries a secret (its task is then marked secure).
+function Segment:secret()
+  local decl = target.get(self.type)
+  return decl and decl.secret or false
+end
+
+--- Parse a target's status line into a table (nil for types without a parser).
+function target.status(type_name, params)
+  local decl = target.get(type_name)
+  if decl and decl.status then return decl.status(field.split(params or "")) end
 end
 
 function Segment:__tostring()
-  local t = require("devmapper.table")
-  return tostring(t {self})
-end
-
--- A sector count or size string for an optional field.
-local function sectors_opt(v, field)
-  if v == nil then return nil end
-  if math.type(v) == "integer" and v == 0 then return 0 end
-  return size.sectors(v, field)
-end
-target.sectors_opt = sectors_opt
-
---- Refuse a parameter list of the wrong length when parsing.
-function target.words(type_name, words, n, form)
-  if #words ~= n then
-    check.fail("table.parse", nil, "%s takes %d parameters (%s), got %d", type_name, n, form, #words)
-  end
-end
-
--- Unknown types (read back from the kernel): parameters kept verbatim.
-target.define(false, {
-  params = function(s) return s.params end,
-  parse = function(_, raw) return {params = raw} end,
-})
-
---- The rule for a segment over one device at an offset: it must end inside it.
-function target.check_fits(s, ctx, fail)
-  local f = ctx.facts(s.dev)
-  if f and s.length and s.offset + s.length > f.sectors then
-    fail("length", "must fit in the device: %d sectors at offset %d run past the end of %s (%d sectors)",
-         s.length, s.offset, ctx.name(s.dev), f.sectors)
-  end
-end
-
---- linear: a range of one device.
--- @param dev a Loop, a Device, a path, "major:minor" (or, in a stack, a member's name)
--- @tparam[opt] table opts {offset = sectors or size, length = sectors or size}
--- @usage dm.linear(l1, {offset = 2048})
-function target.linear(dev, opts)
-  opts = opts or {}
-  return target.new("linear", {dev = dev, offset = sectors_opt(opts.offset, "offset") or 0, length = opts.length})
-end
-
-target.define("linear", {
-  params = function(s, ctx) return ctx.dev(s.dev) .. " " .. s.offset end,
-  parse = function(w)
-    target.words("linear", w, 2, "device offset")
-    return {dev = w[1], offset = math.tointeger(tonumber(w[2]))}
-  end,
-  length = function(s, ctx) return ctx.facts(s.dev).sectors - s.offset end,
-  devices = function(s) return {s.dev} end,
-  check = function(s, ctx, fail)
-    if s.dev == nil then fail("dev", "is required") end
-    if math.type(s.offset) ~= "integer" or s.offset < 0 then fail("offset", "must be an integer >= 0") end
-    target.check_fits(s, ctx, fail)
-  end,
-})
-
---- striped: data spread over several devices in chunks.
--- @tparam table opts {chunk = sectors, dev1, dev2, ..., length = ?}; a device may be {dev, offset = n}
--- @usage dm.striped {chunk = 16, l1, l2}
-function target.striped(opts)
-  local stripes = {}
-  for i, d in ipairs(opts) do
-    if type(d) == "table" and getmetatable(d) == nil and d[1] then
-      stripes[i] = {dev = d[1], offset = sectors_opt(d.offset, "offset") or 0}
-    else
-      stripes[i] = {dev = d, offset = 0}
-    end
-  end
-  local chunk = opts.chunk
-  if type(chunk) == "string" then chunk = size.sectors(chunk, "chunk") end
-  return target.new("striped", {chunk = chunk, stripes = stripes, length = opts.length})
-end
-
-target.define("striped", {
-  params = function(s, ctx)
-    local p = {#s.stripes, s.chunk}
-    for _, st in ipairs(s.stripes) do p[#p + 1] = ctx.dev(st.dev) .. " " .. st.offset end
-    return table.concat(p, " ")
-  end,
-  parse = function(w)
-    local n = math.tointeger(tonumber(w[1]))
-    target.words("striped", w, 2 + 2 * (n or 0), "#stripes chunk (device offset)...")
-    local s = {chunk = math.tointeger(tonumber(w[2])), stripes = {}}
-    for i = 1, n or 0 do
-      s.stripes[i] = {dev = w[1 + 2 * i], offset = math.tointeger(tonumber(w[2 + 2 * i]))}
-    end
-    return s
-  end,
-  -- The largest length every stripe can hold, in whole chunks.
-  length = function(s, ctx)
-    if math.type(s.chunk) ~= "integer" or s.chunk <= 0 or #s.stripes == 0 then return nil end
-    local per
-    for _, st in ipairs(s.stripes) do
-      local room = ctx.facts(st.dev).sectors - st.offset
-      per = per and math.min(per, room) or room
-    end
-    return (per // s.chunk) * s.chunk * #s.stripes
-  end,
-  devices = function(s)
-    local d = {}
-    for i, st in ipairs(s.stripes) do d[i] = st.dev end
-    return d
-  end,
-  check = function(s, ctx, fail)
-    if #s.stripes == 0 then fail("stripes", "must name at least one device") end
-    if math.type(s.chunk) ~= "integer" or s.chunk <= 0 then fail("chunk", "must be an integer > 0 (sectors)") end
-    if not s.length then return end
-    if s.length % #s.stripes ~= 0 then
-      fail("length", "%d must be divisible by the number of stripes (%d)", s.length, #s.stripes)
-    end
-    local width = s.length // #s.stripes
-    if width % s.chunk ~= 0 then
-      fail("length", "per-stripe width %d must be divisible by chunk (%d)", width, s.chunk)
-    end
-    for i, st in ipairs(s.stripes) do
-      if math.type(st.offset) ~= "integer" or st.offset < 0 then fail("stripes[" .. i .. "].offset", "must be >= 0") end
-      local f = ctx.facts(st.dev)
-      if f and st.offset + width > f.sectors then
-        fail("stripes[" .. i .. "]", "must fit in the device: %d sectors at offset %d run past the end of %s (%d sectors)",
-             width, st.offset, ctx.name(st.dev), f.sectors)
-      end
-    end
-  end,
-})
-
---- zero: reads return zeros, writes are discarded.
--- @param length sectors or a size
-function target.zero(length)
-  return target.new("zero", {length = length})
-end
-
---- error: every I/O fails.
--- @param length sectors or a size
-function target.error(length)
-  return target.new("error", {length = length})
-end
-
-for _, t in ipairs {"zero", "error"} do
-  target.define(t, {params = function() return "" end, parse = function(w)
-    target.words(t, w, 0, "no parameters")
-    return {}
-  end})
+  return tostring(require("devmapper.table") {self})
 end
 
 return target

@@ -1,0 +1,10 @@
+--- zero: reads return zeros, writes are discarded (dm-zero.c: no parameters).
+-- @usage dm.zero("1GiB")
+local target = require "devmapper.target"
+
+return target.define {
+  type = "zero",
+  params = {},
+  --- dm.zero(length)
+  new = function(length) return {length = length} end,
+}
