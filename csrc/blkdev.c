@@ -76,8 +76,8 @@ static void push_holders(lua_State *L, unsigned ma, unsigned mi)
 
 /*
  * core.blkdev(dev) where dev is a path to a block device or "major:minor"
- * -> {path, major, minor, sectors, logical_block_size, dm_name?, dm_uuid?,
- *     loop_backing?, holders = {"M:m", ...}}
+ * -> {path, major, minor, sectors, logical_block_size, readonly, dm_name?,
+ *     dm_uuid?, loop_backing?, holders = {"M:m", ...}}
  * Raises when it is not a block device.
  */
 static int l_blkdev(lua_State *L)
@@ -106,6 +106,8 @@ static int l_blkdev(lua_State *L)
 	lua_pushinteger(L, sysfs_line(ma, mi, "queue/logical_block_size", buf, sizeof buf)
 	                       ? strtol(buf, NULL, 10) : 512);
 	lua_setfield(L, -2, "logical_block_size");
+	lua_pushboolean(L, sysfs_line(ma, mi, "ro", buf, sizeof buf) && strcmp(buf, "0") != 0);
+	lua_setfield(L, -2, "readonly");
 	if (sysfs_line(ma, mi, "dm/name", buf, sizeof buf)) {
 		lua_pushstring(L, buf);
 		lua_setfield(L, -2, "dm_name");

@@ -107,7 +107,7 @@ static void push_loop(lua_State *L, int n, dev_t rdev)
 
 /*
  * core.loop_attach(file, {readonly=, autoclear=, offset=, sizelimit=,
- * direct_io=, partscan=}) -> {path=, number=, major=, minor=}.
+ * direct_io=, partscan=, block_size=}) -> {path=, number=, major=, minor=}.
  * Another process may take the free device between GET_FREE and CONFIGURE
  * (EBUSY): then ask for the next free one.
  */
@@ -121,6 +121,7 @@ static int l_attach(lua_State *L)
 	memset(&cfg, 0, sizeof cfg);
 	cfg.info.lo_offset = opt_int_field(L, 2, "offset", 0);
 	cfg.info.lo_sizelimit = opt_int_field(L, 2, "sizelimit", 0);
+	cfg.block_size = (__u32)opt_int_field(L, 2, "block_size", 0);
 	if (opt_bool_field(L, 2, "autoclear", 0))
 		cfg.info.lo_flags |= LO_FLAGS_AUTOCLEAR;
 	if (opt_bool_field(L, 2, "partscan", 0))

@@ -1,7 +1,8 @@
 -- The whole of "Right To Your Own Devices" (Linux Gazette 114), step by step:
--- loops, linear and striped maps, a base device, a live snapshot for a backup
--- while the data keeps changing (Point B), and a volatile overlay (Point A).
--- Each step prints what it made; the scope undoes everything at the end.
+-- loops, linear and striped maps, a base device with a mounted filesystem, a
+-- live snapshot for a backup while the data keeps changing (Point B), the
+-- mounted device made volatile in place (Point A), and dm-crypt. Each step
+-- prints what it made; the scope undoes everything at the end.
 local dm = require "devmapper"
 local dir = arg and arg[1] or os.getenv("TMPDIR") or "/tmp"
 
@@ -12,7 +13,7 @@ local function show(name, dev)
   print(("  %-10s %s"):format(name .. ":", t))
 end
 
--- A program writing and reading a 32-byte record, as a filesystem would.
+-- A program writing and reading a 32-byte record.
 local function put(path, offset, s)
   local f = assert(io.open(path, "r+b"))
   f:seek("set", offset)
@@ -28,16 +29,24 @@ local function get(path, offset, n)
   return (s:gsub("%z+$", ""))
 end
 
-local function copy(from, to)
-  local src, dst = assert(io.open(from, "rb")), assert(io.open(to, "wb"))
-  local n = 0
-  for block in function() return src:read(65536) end do
-    dst:write(block)
-    n = n + #block
-  end
-  src:close()
-  dst:close()
-  return n
+-- Files on the mounted filesystem, and the commands the article runs around it.
+local function write(path, s)
+  local f = assert(io.open(path, "w"))
+  f:write(s)
+  f:close()
+  os.execute("sync")
+end
+
+local function read(path)
+  local f = assert(io.open(path))
+  local s = f:read("a")
+  f:close()
+  return s
+end
+
+local function sh(fmt, ...)
+  local cmd = fmt:format(...)
+  assert(os.execute(cmd), "failed: " .. cmd)
 end
 
 do
@@ -72,53 +81,59 @@ do
   show("tiger", tiger)
   tiger:remove()
 
-  say "'base': both loops end to end, holding the data we care about"
+  say "'base': both loops end to end, with a filesystem holding the data we care about"
   local base = dm.create("base", dm.table {dm.linear(l1), dm.linear(l2)})
   show("base", base)
-  put(base.path, 0, "report.txt, version 1")
-  put(base.path, 3 * 1024 * 1024, "notes.txt, version 1")
-  print("  base reads: " .. get(base.path, 0, 32))
+  local mnt, snapmnt = dir .. "/mnt", dir .. "/snapmnt"
+  -- whatever happens, the filesystems are unmounted before the scope undoes the devices
+  local unmount <close> = setmetatable({}, {__close = function()
+    os.execute(("umount %s %s 2>/dev/null"):format(mnt, snapmnt))
+  end})
+  sh("mkfs.ext2 -q %s && mkdir -p %s %s && mount %s %s", base.path, mnt, snapmnt, base.path, mnt)
+  write(mnt .. "/report.txt", "version 1")
+  print("  report.txt on base: " .. read(mnt .. "/report.txt"))
 
   say "Point B: a live snapshot, for a backup while the data keeps changing"
   --   dmsetup table base | dmsetup create base-real
   --   echo "0 8192 snapshot /dev/mapper/base-real /dev/loop2 P 8" | dmsetup create base-snap
   --   echo "0 8192 snapshot-origin /dev/mapper/base-real" | dmsetup load base
   --   dmsetup suspend base; dmsetup resume base      -- "quickly (say with a script)"
-  local l3 = dm.loop.create(dir .. "/cow1", "1MiB")
+  local l3 = dm.loop.create(dir .. "/cow1", "2MiB")
   local snap = dm.snapshot.take(base, {cow = l3, chunk = 8})
   show("base", base)
   show("base-real", snap.real)
   show("base-snap", snap.view)
-  for v = 2, 4 do                                    -- the applications keep writing
-    put(base.path, 0, "report.txt, version " .. v)
-    put(base.path, 3 * 1024 * 1024, "notes.txt, version " .. v)
-  end
-  print("  base reads:      " .. get(base.path, 0, 32))
-  print("  base-snap reads: " .. get(snap.view.path, 0, 32))
-  local bytes = copy(snap.view.path, dir .. "/backup.img")
-  print(("  backup: %d bytes from %s; it holds %q"):format(bytes, snap.view.path, get(dir .. "/backup.img", 0, 32)))
+  for v = 2, 4 do write(mnt .. "/report.txt", "version " .. v) end   -- the applications keep writing
+  sh("mount -o ro %s %s", snap.view.path, snapmnt)
+  print("  report.txt on base:      " .. read(mnt .. "/report.txt"))
+  print("  report.txt on base-snap: " .. read(snapmnt .. "/report.txt") .. "   (back it up from here)")
+  sh("umount %s", snapmnt)
   print("  COW use: " .. tostring(snap:usage()))
   --   echo "0 8192 linear ..." (base-real's table) | dmsetup load base
   --   dmsetup suspend base; dmsetup resume base; dmsetup remove base-snap; dmsetup remove base-real
   snap:release()
-  os.remove(dir .. "/backup.img")
   show("base", base)
-  print("  base reads: " .. get(base.path, 0, 32))
 
-  say "Point A: a volatile overlay; write freely, the base stays untouched"
-  --   echo "0 8192 snapshot /dev/mapper/base /dev/loop3 P 8" | dmsetup create base-overlay
-  local l4 = dm.loop.create(dir .. "/cow2", "1MiB")
-  local ov = dm.snapshot.overlay(base, {cow = l4})
-  show("overlay", ov.view)
-  put(ov.view.path, 0, "an experiment")
-  print("  overlay reads: " .. get(ov.view.path, 0, 32))
-  print("  base reads:    " .. get(base.path, 0, 32))
+  say "Point A: the mounted base becomes volatile in place; writes go to the COW"
+  --   dmsetup table base | dmsetup create basedup
+  --   echo "0 8192 snapshot /dev/mapper/basedup /dev/loop3 P 8" | dmsetup load base
+  --   dmsetup suspend base; dmsetup resume base
+  local l4 = dm.loop.create(dir .. "/cow2", "2MiB")
+  local ov = dm.snapshot.volatile(base, {cow = l4})
+  show("base", base)
+  show("base-real", ov.real)
+  write(mnt .. "/experiment.txt", "an experiment")
+  print("  experiment.txt on base: " .. read(mnt .. "/experiment.txt") .. "; COW use: " .. tostring(ov:usage()))
+  sh("umount %s", mnt)                               -- discard needs it closed
   ov:discard()
-  print("  discarded; base reads: " .. get(base.path, 0, 32))
-  ov = dm.snapshot.overlay(base, {cow = l4})
-  put(ov.view.path, 0, "report.txt, final")
-  ov:commit()                                        -- snapshot-merge, waits for it
-  print("  committed; base reads: " .. get(base.path, 0, 32))
+  sh("mount %s %s", base.path, mnt)
+  print("  discarded; experiment.txt exists: " .. tostring(io.open(mnt .. "/experiment.txt") ~= nil))
+  ov = dm.snapshot.volatile(base, {cow = l4})
+  write(mnt .. "/report.txt", "final")
+  ov:commit()                                        -- snapshot-merge while mounted; waits for it
+  show("base", base)
+  print("  committed; report.txt on base: " .. read(mnt .. "/report.txt"))
+  sh("umount %s", mnt)
 
   say "For Your Eyes Only: dm-crypt with a random key"
   --   KEY=$(dd if=/dev/urandom bs=1 count=32 | od -An -tx1 | tr -d ' \n')
@@ -128,7 +143,7 @@ do
   local key <close> = dm.key.random(64)
   local mydata = dm.create("mydata", dm.crypt {base, key = key})
   show("mydata", mydata)
-  put(mydata.path, 0, "for your eyes only")
+  put(mydata.path, 0, "for your eyes only")                  -- over the old filesystem
   print("  mydata reads: " .. get(mydata.path, 0, 32))
   print(("  the loop holds: %s"):format(get(l1.path, 0, 32) == "for your eyes only" and "plaintext" or "ciphertext"))
   mydata:remove()

@@ -144,6 +144,21 @@ describe("device #kernel", function()
     assert.is_nil(dev:info())
   end)
 
+  it("remove {force = true}: an open device fails all I/O at once, and goes once closed", function()
+    local l1 = support.loops(1)
+    local dev = support.device("spec-force", dm.linear(l1))
+    local f = assert(io.open(dev.path, "rb"))
+    local ok, err = pcall(dev.remove, dev, {force = true, retry = false})
+    assert.is_false(ok)
+    assert.matches("it is still open, and now fails all I/O %(the error target%)", tostring(err))
+    assert.equal("0 4096 error", support.dmsetup("table spec-force"))
+    assert.is_false(dev:info().suspended)
+    assert.is_nil(f:read(512))
+    f:close()
+    dev:remove {force = true}
+    assert.same({}, support.names())
+  end)
+
   it("carries the kernel's own reason when it refuses a table", function()
     -- we pass unknown target types through; the kernel must refuse this one
     local ok, err = pcall(dm.create, "spec-bad", "0 8 no-such-target 1 2 3")

@@ -1,6 +1,7 @@
 -- Snapshots: the targets without a kernel, the live snapshot (Point B) and the
 -- overlay (Point A) on the real kernel, with data, faults and rollback.
 local dm = require "devmapper"
+local sleep = require("devmapper.core").sleep
 local support = require "spec.support"
 local refused, changing, fail_nth, world, none_suspended =
   support.refused, support.changing, support.fail_nth, support.world, support.none_suspended
@@ -396,6 +397,81 @@ describe("snapshot #kernel", function()
       assert.same(before, world())
     end
     assert.same({"load merge", "suspend merge", "resume merge", "remove overlay"}, steps)
+  end)
+
+  it("volatile (Point A in place): a mounted filesystem keeps running, commit merges while it is in use", function()
+    local l1, l3 = support.loops(2, "8MiB")
+    local base = support.device("spec-base", dm.linear(l1))
+    local own = support.text(base:table())
+    local mnt = support.tmpdir()
+    assert.equal(0, select(2, support.sh("mkfs.ext2 -q " .. base.path)))
+    assert.equal(0, select(2, support.sh(("mount %s %s && echo before > %s/before && sync"):format(base.path, mnt, mnt))))
+    support.defer(function() support.sh("umount " .. mnt) end)
+    -- a process writes all along, as the article's
+    local writer = ("sh -c 'i=0; while [ ! -e %s/stop ]; do i=$((i+1)); echo $i >> %s/log; sync; sleep 0.02; done; "
+                    .. "touch %s/stopped' >/dev/null 2>&1 &"):format(mnt, mnt, mnt)
+    os.execute(writer)
+    support.defer(function() support.sh("touch " .. mnt .. "/stop") end)
+    local function stop_writer()
+      support.sh("touch " .. mnt .. "/stop")
+      for _ = 1, 200 do
+        if support.opens(mnt .. "/stopped") then return end
+        sleep(0.05)
+      end
+      error("the writer did not stop")
+    end
+
+    local ov = dm.snapshot.volatile(base, {cow = l3})
+    support.defer(function() pcall(ov.discard, ov) end)
+    assert.equal(base, ov.view)
+    assert.equal(("0 16384 snapshot %s %s P 8"):format(ov.real:devno(), l3:devno()), support.dmsetup("table spec-base"))
+    assert.equal(own, support.dmsetup("table spec-base-real"))
+    -- from here on every write lands in the COW: spec-base-real does not change
+    local frozen = support.read(ov.real.path, 0, 8 * 1024 * 1024)
+    sleep(0.5)
+    assert.is_true(support.read(ov.real.path, 0, 8 * 1024 * 1024) == frozen, "spec-base-real changed")
+    assert.is_true(ov:usage().used > ov:usage().metadata)
+    refused(function() ov:discard() end, "is still open")
+
+    ov:commit() -- the merge runs while the filesystem is mounted and written to
+    assert.equal(own, support.dmsetup("table spec-base"))
+    assert.same({"spec-base"}, support.names())
+    stop_writer()
+    assert.equal(0, select(2, support.sh("umount " .. mnt)))
+    local out, code = support.sh("e2fsck -fn " .. base.path)
+    assert.equal(0, code, out)
+    assert.equal(0, select(2, support.sh(("mount %s %s"):format(base.path, mnt))))
+    assert.equal("before\n", support.read(mnt .. "/before", 0, 100))
+    local n = tonumber(support.sh("wc -l < " .. mnt .. "/log"))
+    assert.is_true(n > 10, "the writer wrote " .. tostring(n) .. " lines")
+
+    -- discard: what was written after volatile is gone, once the device is closed
+    ov = dm.snapshot.volatile(base, {cow = l3})
+    support.sh(("echo scratch > %s/scratch && sync"):format(mnt))
+    assert.equal(0, select(2, support.sh("umount " .. mnt)))
+    ov:discard()
+    assert.equal(own, support.dmsetup("table spec-base"))
+    assert.equal(0, select(2, support.sh(("mount %s %s"):format(base.path, mnt))))
+    assert.is_false(support.opens(mnt .. "/scratch"))
+    assert.equal(n, tonumber(support.sh("wc -l < " .. mnt .. "/log")))
+  end)
+
+  it("commit refuses to merge into a read-only base, as lvm2 does", function()
+    local dir = support.tmpdir()
+    local lw = support.loops(1, "4MiB")
+    local f = io.open(dir .. "/ro.img", "wb"); f:write(("\0"):rep(4 * 1024 * 1024)); f:close()
+    local ro = dm.loop.attach(dir .. "/ro.img", {readonly = true})
+    support.defer(function() pcall(ro.detach, ro) end)
+    local ov = dm.snapshot.overlay(ro, {cow = lw})
+    support.defer(function() pcall(ov.discard, ov) end)
+    refused(function() ov:commit() end, "can not merge into " .. ro.path .. ": it is read-only")
+    ov:discard()
+    local base = support.device("spec-ro", dm.linear(lw), {readonly = true})
+    local l2 = support.loops(1, "4MiB")
+    ov = dm.snapshot.volatile(base, {cow = l2})
+    refused(function() ov:commit() end, "/dev/mapper/spec-ro-real: it is read-only")
+    ov:discard()
+    assert.same({"spec-ro"}, support.names())
   end)
 
   it("undoes take and overlay when a dm.scope closes", function()

@@ -168,23 +168,33 @@ end
 --   dmsetup remove --force does}
 function Device:remove(opts)
   opts = opts or {}
+  local errored = false
   if opts.force then
     local info = kernel.call("dm_info", self.name)
     if info and info.open_count > 0 then
       local sectors = 0
       for _, s in ipairs(kernel.call("dm_table", self.name)) do sectors = s.start + s.length end
       if sectors > 0 then
-        kernel.call("dm_load", self.name, {{start = 0, length = sectors, type = "error", params = ""}})
-        local ok, err = pcall(swap, self, {noflush = true})
+        local ok, err = pcall(function()
+          kernel.call("dm_load", self.name, {{start = 0, length = sectors, type = "error", params = ""}})
+          swap(self, {noflush = true})
+        end)
         if not ok then
           pcall(kernel.call, "dm_clear", self.name)
           device.ensure_resumed(self.name)
           error(err, 0)
         end
+        errored = true
       end
     end
   end
-  kernel.call("dm_remove", self.name, {retry = opts.retry, deferred = opts.deferred})
+  local ok, err = pcall(kernel.call, "dm_remove", self.name, {retry = opts.retry, deferred = opts.deferred})
+  if not ok then
+    if errored and type(err) == "table" then
+      err.message = err.message .. "; it is still open, and now fails all I/O (the error target): remove it once closed"
+    end
+    error(err, 0)
+  end
   after("keyring of " .. self.name, keyring.drop, self.name)
 end
 

@@ -86,7 +86,8 @@ local render = {
   loop_file = function(path, bytes) return ("truncate -s %d %s"):format(bytes, q(path)) end,
   loop_attach = function(file, o)
     return "losetup" .. flags(o, {{"readonly", "--read-only"}, {"offset", "--offset", true},
-                                  {"sizelimit", "--sizelimit", true}, {"direct_io", "--direct-io=on"},
+                                  {"sizelimit", "--sizelimit", true}, {"block_size", "--sector-size", true},
+                                  {"direct_io", "--direct-io=on"},
                                   {"partscan", "--partscan"}})
            .. " --find --show " .. q(file)
   end,
@@ -150,7 +151,7 @@ local dry_ops = {
       if f then f:close() end
     end
     local l = {path = "/dev/loop" .. n .. "?", number = n, major = 7, minor = 1000 + n,
-               backing_file = file, sectors = (bytes - (o and o.offset or 0)) // 512}
+               backing_file = file, sectors = (bytes - (o and o.offset or 0)) // 512, block_size = o and o.block_size}
     dry.loops[l.path] = l
     return {path = l.path, number = n, major = 7, minor = l.minor}
   end,
@@ -225,7 +226,7 @@ function kernel.blkdev(dev)
       if x.major and ("%d:%d"):format(x.major, x.minor) == dev then l = x end
     end
     if l and l.major then
-      return {path = l.path, major = 7, minor = l.minor, sectors = l.sectors, logical_block_size = 512,
+      return {path = l.path, major = 7, minor = l.minor, sectors = l.sectors, logical_block_size = l.block_size or 512,
               loop_backing = l.backing_file, holders = {}}
     end
     local name = dev:match("^/dev/mapper/(.+)$")

@@ -21,13 +21,21 @@ local function attach_opts(opts)
   for _, k in ipairs {"offset", "sizelimit"} do
     if opts[k] ~= nil and opts[k] ~= 0 then o[k] = size.bytes(opts[k], k) end
   end
+  local bs = opts.block_size
+  if bs ~= nil then
+    if math.type(bs) ~= "integer" or bs < 512 or bs > 4096 or bs & (bs - 1) ~= 0 then
+      check.fail("loop.attach", nil, "field 'block_size' must be 512, 1024, 2048 or 4096 (bytes), got %s", tostring(bs))
+    end
+    o.block_size = bs
+  end
   return o
 end
 
 --- Attach a loop device to an existing file (losetup --find --show).
 -- @tparam string file
--- @tparam[opt] table opts {readonly=, autoclear=, offset=, sizelimit=, direct_io=, partscan=};
--- offset and sizelimit are sizes ("1MiB") or sectors
+-- @tparam[opt] table opts {readonly=, autoclear=, offset=, sizelimit=, direct_io=, partscan=,
+-- block_size = logical block size in bytes (losetup --sector-size)}; offset and sizelimit are
+-- sizes ("1MiB") or sectors
 -- @treturn Loop
 -- @usage local l = dm.loop.attach("/tmp/store2", {autoclear = true})
 function loop.attach(file, opts)

@@ -200,9 +200,17 @@ end
 local Overlay = {__name = "devmapper.Overlay"}
 Overlay.__index = Overlay
 
---- A writable overlay over a base that stays untouched (the article's
--- Point A): a snapshot device over the base, whose writes go to the COW.
--- Nothing else may write to the base while the overlay exists.
+local function new_overlay(o, what)
+  local ov = setmetatable(o, Overlay)
+  scope.track(what, function() if not ov.gone then ov:discard() end end)
+  return ov
+end
+
+--- A writable overlay over a base that stays untouched: a new snapshot
+-- device over the base, whose writes go to the COW (a live CD's RAM
+-- overlay over a read-only image). Nothing else may write to the base
+-- while the overlay exists. See dm.snapshot.volatile for the article's
+-- Point A, which turns a device that is in use into such an overlay in place.
 -- @param base a Loop, a Device or a path (a read-only loop will do)
 -- @tparam table opts {cow = Loop|Device|path, chunk = 8, name = BASE .. "-overlay",
 --   persistent = true (false: the store's index is kept in memory only, as for a
@@ -220,10 +228,48 @@ function snapshot.overlay(base, opts)
   local tx = transaction.begin("overlay", name)
   local view = tx:step("create overlay", device.create, name, seg)
   tx:done()
+  return new_overlay({origin = base, view = view, cow = opts.cow, chunk = seg.chunk, store = seg.persistent},
+                     "overlay " .. name)
+end
 
-  local ov = setmetatable({base = base, view = view, cow = opts.cow, chunk = seg.chunk, store = seg.persistent}, Overlay)
-  scope.track("overlay " .. name, function() if not ov.gone then ov:discard() end end)
-  return ov
+--- The article's Point A, in place: a live device, mounted and in use,
+-- becomes volatile without being closed. Its table is copied into a new
+-- device NAME-real; the device then gets a snapshot of NAME-real on the COW
+-- (loaded first, then suspend, resume), so that from then on its writes go
+-- to the COW and NAME-real stays as it was. `commit` merges the changes
+-- into NAME-real while the device stays in use, then gives the device its
+-- own table back; `discard` throws them away, and needs the device closed
+-- (whatever has it open has seen the changes). On failure at any step,
+-- everything is put back as it was.
+-- @param dev a Device or its name
+-- @tparam table opts {cow = Loop|Device|path, chunk = 8, persistent = true, reuse = false}
+-- @treturn Overlay with .view (the device itself), :usage(), :discard(), :commit()
+-- @usage local ov = dm.snapshot.volatile(base, {cow = l3}); ...; ov:commit()
+function snapshot.volatile(dev, opts)
+  opts = opts or {}
+  local base = as_device(dev, "volatile")
+  local seg = snapshot.new {origin = base, cow = opts.cow, chunk = opts.chunk, persistent = opts.persistent,
+                            reuse = opts.reuse}
+  local ctx = dmtable.context()
+  dmtable {seg}:validate(ctx, "volatile", base.name)
+  local info, live = base:info(), base:table {keys = true}
+  for _, s in ipairs(live) do
+    if s.type:match("^snapshot") then
+      check.fail("volatile", base.name, "already takes part in a snapshot (its table is %s)", s.type)
+    end
+  end
+  if info.suspended then check.fail("volatile", base.name, "is suspended") end
+
+  local tx = transaction.begin("volatile", base.name)
+  local real = tx:step("create real", device.create, base.name .. "-real", live,
+                       {readonly = info.readonly, uuid = uuid_with(info, "-real")})
+  seg.origin = real
+  -- the device is loaded, not created, with the snapshot: zero the COW here
+  tx:step("prepare cow", function() dmtable {seg}:before_create(ctx) end)
+  swap(tx, base, seg, {readonly = info.readonly}, "device")
+  tx:done()
+  return new_overlay({origin = real, real = real, view = base, cow = opts.cow, chunk = seg.chunk,
+                      store = seg.persistent, readonly = info.readonly}, "volatile " .. base.name)
 end
 
 --- How full the COW is (see dm.snapshot.status).
@@ -231,35 +277,48 @@ function Overlay:usage()
   return snapshot.status(self.view)
 end
 
---- Throw the changes away: the overlay is removed, the base is as it was.
+-- In place: the device gets NAME-real's table back, then NAME-real goes.
+local function back_in_place(self, tx)
+  local own = tx:step("read real table", self.real.table, self.real, {keys = true})
+  swap(tx, self.view, own, {readonly = self.readonly}, "device")
+  tx:step("remove real", remove, self.real)
+end
+
+--- Throw the changes away: the base is as it was. The device written to
+-- must be closed (unmounted): what has it open has seen the changes.
 function Overlay:discard()
   if self.gone then return end
   refuse_open("discard", self.view)
   local tx = transaction.begin("discard", self.view.name)
-  tx:step("remove overlay", remove, self.view)
+  if self.real then back_in_place(self, tx) else tx:step("remove overlay", remove, self.view) end
   tx:done()
   self.gone = true
 end
 
 local sleep = require("devmapper.core").sleep
 
---- Make the changes permanent: the overlay's table becomes snapshot-merge
+--- Make the changes permanent: the device's table becomes snapshot-merge
 -- (loaded first, then suspend, resume), the kernel merges the COW into the
--- base in the background, and this waits (polling, at most opts.timeout
--- seconds) until it has finished, then removes the overlay. Needs a
--- persistent store. If the wait times out, calling commit again resumes it.
+-- base in the background while the device stays usable, and this waits
+-- (polling, at most opts.timeout seconds) until it has finished. Then an
+-- overlay device is removed (it must be closed), or, in place, the device
+-- gets its own table back and stays in use. Needs a persistent store and a
+-- writable base. If the wait times out, calling commit again resumes it.
 -- @tparam[opt] table opts {timeout = 60}
 function Overlay:commit(opts)
   if self.gone then check.fail("commit", self.view.name, "the overlay was already discarded or committed") end
   if self.store == "N" then
     check.fail("commit", self.view.name, "needs a persistent store (persistent = true): a volatile one can not be merged")
   end
-  refuse_open("commit", self.view)
+  if kernel.blkdev(type(self.origin) == "table" and self.origin.path or self.origin).readonly then
+    check.fail("commit", self.view.name, "can not merge into %s: it is read-only", tostring(self.origin.path or self.origin))
+  end
+  if not self.real then refuse_open("commit", self.view) end
   local timeout = opts and opts.timeout or 60
   local tx = transaction.begin("commit", self.view.name)
   if not self.merging then
-    swap(tx, self.view, snapshot.merge {origin = self.base, cow = self.cow, chunk = self.chunk, persistent = self.store},
-         nil, "merge")
+    swap(tx, self.view, snapshot.merge {origin = self.origin, cow = self.cow, chunk = self.chunk, persistent = self.store},
+         {readonly = self.readonly}, "merge")
     self.merging = true
   end
   tx:step("wait for merge", function()
@@ -277,7 +336,7 @@ function Overlay:commit(opts)
       delay = math.min(delay * 2, 0.5)
     end
   end)
-  tx:step("remove overlay", remove, self.view)
+  if self.real then back_in_place(self, tx) else tx:step("remove overlay", remove, self.view) end
   tx:done()
   self.gone = true
 end

@@ -4,6 +4,7 @@
 -- Member M of a stack with prefix P is the device "P-M" with the UUID
 -- "DMLUA-P-M", so that dm.cleanup(P) finds exactly what a crashed script made.
 local check = require "devmapper.check"
+local core = require "devmapper.core"
 local device = require "devmapper.device"
 local dmtable = require "devmapper.table"
 local kernel = require "devmapper.kernel"
@@ -227,40 +228,48 @@ function Stack:apply()
   return self
 end
 
--- Resume, then remove devices, each once nothing holds it any more
--- (the kernel's holders); a device held by something outside is refused.
+-- Resume, then remove devices, each once nothing holds it any more (the
+-- kernel's holders). Every device is tried; one error lists what is left
+-- (a remove that failed, a device something still holds), with `left` and
+-- `retry` as scope.run_all gives them.
 local function remove_all(op, label, names)
-  local tx = transaction.begin(op, label)
-  for _, n in ipairs(names) do tx:step("resume " .. n, device.ensure_resumed, n) end
-  local left = names
-  while #left > 0 do
-    local keep, stuck = {}, nil
+  for _, n in ipairs(names) do device.ensure_resumed(n) end
+  local failed, held, left = {}, {}, names
+  repeat
+    local keep, progress = {}, false
     for _, n in ipairs(left) do
-      local info = kernel.call("dm_info", n)
-      if info then
+      local ok, info = pcall(kernel.call, "dm_info", n)
+      if not ok then
+        failed[n] = info
+      elseif info then
         -- a device that never got a table has no block device yet: no holders
-        local ok, f = pcall(kernel.blkdev, info.major .. ":" .. info.minor)
-        local holders = ok and f.holders or {}
-        if #holders == 0 then
-          tx:step("remove " .. n, function() device.open(n):remove() end)
-        else
-          keep[#keep + 1] = n
-          stuck = stuck or {n, holders}
+        local fok, f = pcall(kernel.blkdev, info.major .. ":" .. info.minor)
+        held[n] = fok and #f.holders > 0 and f.holders or nil
+        if not held[n] and not failed[n] then
+          local rok, err = pcall(function() device.open(n):remove() end)
+          if rok then progress = true else failed[n] = err end
         end
       end
-    end
-    if #keep > 0 and #keep == #left then
-      local by = {}
-      for i, h in ipairs(stuck[2]) do
-        local ok, f = pcall(kernel.blkdev, h)
-        by[i] = ok and f.path or h
-      end
-      tx:step("remove " .. stuck[1], check.fail, op, stuck[1], "is held by %s, which is not part of '%s'",
-              table.concat(by, ", "), label)
+      if failed[n] or held[n] then keep[#keep + 1] = n end
     end
     left = keep
+  until not progress or #left == 0
+  if #left == 0 then return end
+  local why = {}
+  for i, n in ipairs(left) do
+    if failed[n] then
+      why[i] = ("%s (%s)"):format(n, tostring(failed[n]))
+    else
+      local by = {}
+      for j, h in ipairs(held[n]) do
+        local ok, f = pcall(kernel.blkdev, h)
+        by[j] = ok and f.path or h
+      end
+      why[i] = ("%s (held by %s)"):format(n, table.concat(by, ", "))
+    end
   end
-  tx:done()
+  core.error {op = op, name = label, errno = 16, left = left, retry = function() return remove_all(op, label, left) end,
+              message = ("%d of %d devices left: %s"):format(#left, #names, table.concat(why, "; "))}
 end
 
 --- Remove the stack's members that exist (and carry its UUID), top first

@@ -25,7 +25,8 @@ end
 
 --- Run one step: its results, or roll back and raise
 -- "op 'name': step 'label' failed: <the step's error>" (fields step, cause);
--- if undoing failed as well, the message says so.
+-- undo tries every earlier step; if some failed, the message says what is
+-- left, and the error carries `left` and `retry` (see scope.run_all).
 function Tx:step(label, fn, ...)
   local r = table.pack(pcall(fn, ...))
   if r[1] then return table.unpack(r, 2, r.n) end
@@ -34,7 +35,10 @@ function Tx:step(label, fn, ...)
   core.error {op = self.op, name = self.name, step = label, cause = err,
               errno = type(err) == "table" and err.errno or 0,
               message = ("step '%s' failed: %s"):format(label, tostring(err))
-                        .. (undone and "" or "; undoing the earlier steps failed too: " .. tostring(uerr))}
+                        .. (undone and "" or "; undoing the earlier steps failed too: " .. tostring(uerr)),
+              -- what could not be undone, and a way to try again
+              left = not undone and type(uerr) == "table" and uerr.left or nil,
+              retry = not undone and type(uerr) == "table" and uerr.retry or nil}
 end
 
 --- Success: forget the undo list.
