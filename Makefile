@@ -3,7 +3,8 @@ PKGS    = lua5.4 devmapper openssl
 CFLAGS ?= -O2 -g
 CFLAGS += -std=gnu11 -Wall -Wextra -fPIC $(shell pkg-config --cflags $(PKGS))
 LDLIBS  = $(shell pkg-config --libs $(PKGS)) -lm -ldl
-CORE    = csrc/core.c csrc/dm.c csrc/loop.c csrc/blkdev.c csrc/key.c
+CORE    = csrc/core.c csrc/dm.c csrc/loop.c csrc/blkdev.c csrc/secure.c csrc/kdf.c \
+          csrc/keyinput.c csrc/keyring.c
 LUASRC  = $(wildcard lua/devmapper/*.lua lua/devmapper/targets/*.lua)
 PREFIX ?= /usr/local
 LUAVER  = 5.4

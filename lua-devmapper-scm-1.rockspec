@@ -14,7 +14,8 @@ build = {
   type = "builtin",
   modules = {
     ["devmapper.core"] = {
-      sources = {"csrc/core.c", "csrc/dm.c", "csrc/loop.c", "csrc/blkdev.c", "csrc/key.c"},
+      sources = {"csrc/core.c", "csrc/dm.c", "csrc/loop.c", "csrc/blkdev.c", "csrc/secure.c",
+                  "csrc/kdf.c", "csrc/keyinput.c", "csrc/keyring.c"},
       libraries = {"devmapper", "crypto"},
       incdirs = {"$(DEVMAPPER_INCDIR)", "$(OPENSSL_INCDIR)"},
       libdirs = {"$(DEVMAPPER_LIBDIR)", "$(OPENSSL_LIBDIR)"},

@@ -113,9 +113,12 @@ int luaopen_devmapper_core(lua_State *L)
 	lua_setfield(L, -2, "error");
 	lua_pushcfunction(L, l_sleep);
 	lua_setfield(L, -2, "sleep");
-	dm_open(L);
+	mapper_open(L);
 	loop_open(L);
 	blkdev_open(L);
-	key_open(L);
+	secure_open(L);
+	kdf_open(L);
+	keyinput_open(L);
+	keyring_open(L);
 	return 1;
 }

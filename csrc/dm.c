@@ -5,7 +5,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
 
@@ -169,22 +168,17 @@ static void add_targets(lua_State *L, int idx, struct dm_task *dmt, const char *
 			const unsigned char *k = key_bytes(L, -1, &ksize);
 			char *buf;
 			len = plen - 5 + 2 * ksize + 1;
-			buf = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-			if (buf == MAP_FAILED) {
+			if (!(buf = secure_alloc(&len))) {
 				dm_task_destroy(dmt);
 				raise_error(L, op, name, errno, "cannot map memory for key");
 			}
-			mlock(buf, len);
-			madvise(buf, len, MADV_DONTDUMP);
 			dm_task_secure_data(dmt);
 			memcpy(buf, params, tok - params);
 			for (j = 0; j < ksize; j++)
 				sprintf(buf + (tok - params) + 2 * j, "%02x", k[j]);
 			strcpy(buf + (tok - params) + 2 * ksize, tok + 5);
 			ok = dm_task_add_target(dmt, start, length, type, buf);
-			secure_wipe(buf, len);
-			munlock(buf, len);
-			munmap(buf, len);
+			secure_free(buf, len);
 		} else
 			ok = dm_task_add_target(dmt, start, length, type, params);
 		lua_pop(L, 4);
@@ -562,7 +556,7 @@ static int l_udev(lua_State *L)
 	return 1;
 }
 
-void dm_open(lua_State *L)
+void mapper_open(lua_State *L)
 {
 	static const luaL_Reg f[] = {
 		{"dm_create", l_create}, {"dm_load", l_load}, {"dm_clear", l_clear},

@@ -2,8 +2,13 @@
 #ifndef DEVMAPPER_INTERNAL_H
 #define DEVMAPPER_INTERNAL_H
 
+#include <stddef.h>
+
 #include <lua.h>
 #include <lauxlib.h>
+
+/* Nothing declared here leaves the shared object. */
+#pragma GCC visibility push(hidden)
 
 #define ERROR_TYPE "devmapper.Error"
 
@@ -13,20 +18,54 @@ int raise_error(lua_State *L, const char *op, const char *name, int err,
                 const char *fmt, ...);
 
 /* Each area adds its functions to the table on top of the stack. */
-void dm_open(lua_State *L);
+void mapper_open(lua_State *L);
 void loop_open(lua_State *L);
 void blkdev_open(lua_State *L);
-void key_open(lua_State *L);
+void secure_open(lua_State *L);
+void kdf_open(lua_State *L);
+void keyinput_open(lua_State *L);
+void keyring_open(lua_State *L);
 
-/* key.c: for dm.c, which puts key bytes into crypt tables.
- * Returns the key's bytes (locked memory) and size, or raises. */
-const unsigned char *key_bytes(lua_State *L, int idx, size_t *size);
+/* secure.c: locked memory, and the devmapper.Key that holds it. */
+#define KEY_TYPE "devmapper.Key"
+#define KEY_MAX 4096		/* bytes of a made or derived key */
+
+struct key {
+	unsigned char *bytes;	/* locked, undumpable mapping; NULL once closed */
+	size_t size;		/* bytes of key */
+	size_t cap;		/* bytes mapped (whole pages) */
+	char origin[80];	/* "random", "pbkdf2-sha256", ...: never key bytes */
+};
+
 void secure_wipe(void *p, size_t n);
-/* Pushes a Key decoded from len hex digits, or raises naming op. */
+/* At least *len bytes of locked, undumpable memory (*len rounded up to
+ * whole pages), or NULL with errno set; secure_free wipes and unmaps it. */
+void *secure_alloc(size_t *len);
+void secure_free(void *p, size_t len);
+
+/* Push a new, empty Key (its metatable set before any memory is mapped). */
+struct key *key_push(lua_State *L, const char *origin);
+/* Room for need bytes, keeping those held: 0, or -1 with errno set. */
+int key_grow(struct key *k, size_t need);
+/* key_grow, or raise naming op (the key wiped). */
+void key_reserve(lua_State *L, struct key *k, size_t need, const char *op);
+/* Wipe and unmap; the Key is closed. Idempotent. */
+void key_release(struct key *k);
+/* The open Key at idx, or raise naming op. */
+struct key *key_check(lua_State *L, int idx, const char *op);
+/* The bytes (locked memory) and size of the open Key at idx, or raise. */
+const unsigned char *key_bytes(lua_State *L, int idx, size_t *size);
+/* Push a Key decoded from len hex digits, or raise naming op. */
 void key_push_hex(lua_State *L, const char *hex, size_t len, const char *op, const char *origin);
+/* Integer argument 1..KEY_MAX, or raise naming op. */
+size_t key_size_arg(lua_State *L, int idx, const char *op);
+/* OpenSSL's reason for its last failure (its error queue cleared). */
+const char *openssl_reason(void);
 
 /* Optional integer field of the table at idx, with a default. */
 lua_Integer opt_int_field(lua_State *L, int idx, const char *k, lua_Integer d);
 int opt_bool_field(lua_State *L, int idx, const char *k, int d);
+
+#pragma GCC visibility pop
 
 #endif

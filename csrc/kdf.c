@@ -1,0 +1,288 @@
+/* Keys derived from passphrases: PBKDF2, scrypt, their calibration, and
+ * cryptsetup's plain-mode key. */
+#include <errno.h>
+#include <math.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <openssl/evp.h>
+
+#include "internal.h"
+
+#define PBKDF2_MIN 1000		/* NIST SP 800-132, as cryptsetup */
+
+/* A passphrase: a Lua string (the caller's choice) or an open Key. */
+static const unsigned char *secret_arg(lua_State *L, int idx, size_t *len, const char *op)
+{
+	struct key *k;
+	if (lua_type(L, idx) == LUA_TSTRING)
+		return (const unsigned char *)lua_tolstring(L, idx, len);
+	if (!luaL_testudata(L, idx, KEY_TYPE))
+		raise_error(L, op, NULL, EINVAL, "the passphrase must be a string or a devmapper.Key, got %s",
+		            luaL_typename(L, idx));
+	k = key_check(L, idx, op);
+	*len = k->size;
+	return k->bytes;
+}
+
+static const EVP_MD *pbkdf2_md(lua_State *L, const char *hash)
+{
+	if (strcmp(hash, "sha1") && strcmp(hash, "sha256") && strcmp(hash, "sha512"))
+		raise_error(L, "key.derive", NULL, EINVAL, "PBKDF2 hash must be sha1, sha256 or sha512, got '%s'", hash);
+	return EVP_get_digestbyname(hash);
+}
+
+static int pbkdf2(const unsigned char *pass, size_t plen, const unsigned char *salt, size_t slen,
+                  unsigned long iter, const EVP_MD *md, unsigned char *out, size_t size)
+{
+	return PKCS5_PBKDF2_HMAC((const char *)pass, (int)plen, salt, (int)slen, (int)iter, md,
+	                         (int)size, out) == 1;
+}
+
+/* OpenSSL's scrypt needs 128 r (N + p + 2) bytes; 0 if that overflows. */
+static uint64_t scrypt_mem(uint64_t N, uint64_t r, uint64_t p)
+{
+	if (r > (1u << 30) || N > (UINT64_MAX / 128) / r / 2 || p > (UINT64_MAX / 128) / r / 2)
+		return 0;
+	return 128 * r * (N + p + 2);
+}
+
+static int scrypt(const unsigned char *pass, size_t plen, const unsigned char *salt, size_t slen,
+                  uint64_t N, uint64_t r, uint64_t p, unsigned char *out, size_t size)
+{
+	uint64_t mem = scrypt_mem(N, r, p);
+	return mem && EVP_PBE_scrypt((const char *)pass, plen, salt, slen, N, r, p, mem + 4096, out, size) == 1;
+}
+
+/* core.key_pbkdf2(pass, hash, salt, iterations, size) */
+static int l_pbkdf2(lua_State *L)
+{
+	size_t plen, slen, size;
+	const unsigned char *pass = secret_arg(L, 1, &plen, "key.derive");
+	const char *hash = luaL_checkstring(L, 2);
+	const unsigned char *salt = (const unsigned char *)luaL_checklstring(L, 3, &slen);
+	lua_Integer iter = luaL_checkinteger(L, 4);
+	const EVP_MD *md = pbkdf2_md(L, hash);
+	struct key *k;
+	size = key_size_arg(L, 5, "key.derive");
+	if (iter < 1 || iter > INT32_MAX)
+		return raise_error(L, "key.derive", NULL, EINVAL, "iterations must be 1 to %d", INT32_MAX);
+	k = key_push(L, "pbkdf2");
+	snprintf(k->origin, sizeof(k->origin), "pbkdf2-%s", hash);
+	key_reserve(L, k, size, "key.derive");
+	if (!pbkdf2(pass, plen, salt, slen, (unsigned long)iter, md, k->bytes, size)) {
+		key_release(k);
+		return raise_error(L, "key.derive", NULL, 0, "PBKDF2 failed: %s", openssl_reason());
+	}
+	k->size = size;
+	return 1;
+}
+
+/* core.key_scrypt(pass, salt, N, r, p, size) */
+static int l_scrypt(lua_State *L)
+{
+	size_t plen, slen, size;
+	const unsigned char *pass = secret_arg(L, 1, &plen, "key.derive");
+	const unsigned char *salt = (const unsigned char *)luaL_checklstring(L, 2, &slen);
+	lua_Integer N = luaL_checkinteger(L, 3), r = luaL_checkinteger(L, 4), p = luaL_checkinteger(L, 5);
+	struct key *k;
+	size = key_size_arg(L, 6, "key.derive");
+	if (N < 2 || (N & (N - 1)) || r < 1 || p < 1)
+		return raise_error(L, "key.derive", NULL, EINVAL, "scrypt needs N a power of 2 above 1, r >= 1, p >= 1");
+	k = key_push(L, "scrypt");
+	key_reserve(L, k, size, "key.derive");
+	if (!scrypt(pass, plen, salt, slen, (uint64_t)N, (uint64_t)r, (uint64_t)p, k->bytes, size)) {
+		key_release(k);
+		return raise_error(L, "key.derive", NULL, 0, "scrypt (N=%I, r=%I, p=%I) failed: %s", N, r, p,
+		                   openssl_reason());
+	}
+	k->size = size;
+	return 1;
+}
+
+static double cpu_now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &ts);
+	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* A calibration under way: what it times, and the progress line on stderr. */
+struct bench {
+	lua_State *L;
+	const EVP_MD *md;	/* PBKDF2's digest; NULL for scrypt */
+	size_t size;		/* PBKDF2's cost grows with the blocks it makes */
+	int show;
+	char what[32];
+	double target, spent;
+};
+
+/* CPU seconds of one derivation of a throwaway passphrase at this cost. */
+static double bench_run(struct bench *b, uint64_t cost, uint64_t r, uint64_t p)
+{
+	static const unsigned char pass[] = "calibration", salt[32];
+	unsigned char out[KEY_MAX];
+	double t = cpu_now();
+	int ok = b->md ? pbkdf2(pass, sizeof(pass) - 1, salt, sizeof(salt), cost, b->md, out, b->size)
+	               : scrypt(pass, sizeof(pass) - 1, salt, sizeof(salt), cost, r, p, out, b->size);
+	t = cpu_now() - t;
+	secure_wipe(out, b->size);
+	if (!ok)
+		raise_error(b->L, "key.derive", NULL, 0, "benchmark failed: %s", openssl_reason());
+	b->spent += t;
+	if (b->show)
+		fprintf(stderr, "\rkey.derive: calibrating %s for %.1f s (%.1f s so far)\033[K", b->what, b->target,
+		        b->spent);
+	return t > 1e-6 ? t : 1e-6;
+}
+
+/* The fastest of t and n more runs: other load only ever makes a run slower. */
+static double bench_best(struct bench *b, uint64_t cost, uint64_t r, uint64_t p, double t, int n)
+{
+	while (n-- > 0) {
+		double u = bench_run(b, cost, r, p);
+		if (u < t)
+			t = u;
+	}
+	return t;
+}
+
+/*
+ * core.key_calibrate(kdf, hash, size, seconds, memory, show) -> cost
+ * pbkdf2: iterations, grown until one run takes a quarter of the target
+ * (at most 0.25 s), then scaled linearly from the best of three runs; never
+ * below 1000, as cryptsetup.
+ * scrypt: N, r, p. N (a power of 2) doubles while a run at r = 8 stays
+ * under half the target and 128 * 16 * N bytes fit in memory; then r (up
+ * to 16) and p meet the target, from runs at p = 1 and p = 2.
+ */
+static int l_calibrate(lua_State *L)
+{
+	const char *kdf = luaL_checkstring(L, 1);
+	const char *hash = luaL_optstring(L, 2, "sha256");
+	lua_Integer memory = luaL_optinteger(L, 5, 128 << 20);
+	struct bench b = {L, NULL, key_size_arg(L, 3, "key.derive"), lua_toboolean(L, 6) && isatty(STDERR_FILENO),
+	                  "", luaL_checknumber(L, 4), 0};
+	double t;
+	if (!(b.target > 0 && b.target <= 3600))
+		return raise_error(L, "key.derive", NULL, EINVAL, "time must be above 0 and at most 3600 seconds");
+	if (strcmp(kdf, "pbkdf2") == 0) {
+		double enough = b.target / 4 < 0.25 ? b.target / 4 : 0.25, it;
+		uint64_t iter = PBKDF2_MIN;
+		b.md = pbkdf2_md(L, hash);
+		snprintf(b.what, sizeof(b.what), "pbkdf2-%s", hash);
+		while ((t = bench_run(&b, iter, 0, 0)) < enough && iter < INT32_MAX) {
+			it = iter * (t < enough / 16 ? 16 : 1.25 * enough / t);
+			iter = it < INT32_MAX ? (uint64_t)it : INT32_MAX;
+		}
+		t = bench_best(&b, iter, 0, 0, t, 2);
+		it = iter * b.target / t;
+		lua_pushinteger(L, it < PBKDF2_MIN ? PBKDF2_MIN : it > INT32_MAX ? INT32_MAX : (lua_Integer)it);
+	} else if (strcmp(kdf, "scrypt") == 0) {
+		uint64_t N = 1024, r, p;
+		double w, a, c;
+		snprintf(b.what, sizeof(b.what), "scrypt");
+		if (memory < 128 * 16 * 1024)
+			return raise_error(L, "key.derive", NULL, EINVAL, "scrypt needs memory of at least 2 MiB");
+		while (2 * (t = bench_run(&b, N, 8, 1)) <= b.target && 128 * 16 * 2 * N <= (uint64_t)memory)
+			N *= 2;
+		/* a run costs r/8 (a + c p): a is filling the memory, c each pass over it */
+		t = bench_best(&b, N, 8, 1, t, 1);
+		c = bench_best(&b, N, 8, 2, HUGE_VAL, 2) - t;
+		c = c > t / 2 ? c : t / 2;
+		a = t > c ? t - c : 0;
+		for (p = 1; (w = 8 * b.target / (a + c * p)) > 16.5; p++)
+			;
+		r = w < 1.5 ? 1 : (uint64_t)(w + 0.5);
+		lua_pushinteger(L, (lua_Integer)N);
+		lua_pushinteger(L, (lua_Integer)r);
+		lua_pushinteger(L, (lua_Integer)p);
+	} else
+		return raise_error(L, "key.derive", NULL, EINVAL, "kdf must be pbkdf2 or scrypt, got '%s'", kdf);
+	if (b.show)
+		fputs("\r\033[K", stderr);
+	return strcmp(kdf, "scrypt") == 0 ? 3 : 1;
+}
+
+/*
+ * core.key_plain(pass, hash, size): cryptsetup's plain-mode key.
+ * "plain" takes the passphrase bytes as they are, cut to size or padded with
+ * zeros (cryptsetup hands "plain" on as no hash at all). "name[:n]" fills n
+ * bytes (default: all) and pads the rest with zeros; with a digest, round i
+ * hashes i 'A' bytes then the passphrase, each round adding one digest,
+ * the last one cut short. "plain:n" needs at least n passphrase bytes.
+ */
+static int l_plain(lua_State *L)
+{
+	size_t plen, size, fill, done = 0;
+	const unsigned char *pass = secret_arg(L, 1, &plen, "key.plain");
+	const char *spec = luaL_checkstring(L, 2);
+	const char *colon = strchr(spec, ':');
+	char name[64];
+	struct key *k;
+	size = key_size_arg(L, 3, "key.plain");
+	fill = size;
+	snprintf(name, sizeof(name), "%.*s", colon ? (int)(colon - spec) : (int)strlen(spec), spec);
+	if (colon) {
+		char *end;
+		long n = strtol(colon + 1, &end, 10);
+		if (colon[1] < '0' || colon[1] > '9' || *end || n < 1 || (size_t)n > size)
+			return raise_error(L, "key.plain", NULL, EINVAL,
+			                   "hash '%s': the length after ':' must be 1 to the key size (%d)", spec, (int)size);
+		fill = (size_t)n;
+	}
+	k = key_push(L, "plain");
+	snprintf(k->origin, sizeof(k->origin), "plain-%s", name);
+	key_reserve(L, k, size, "key.plain");
+	if (strcmp(name, "plain") == 0) {
+		if (colon && plen < fill) {
+			key_release(k);
+			return raise_error(L, "key.plain", NULL, EINVAL,
+			                   "hash '%s' needs a passphrase of at least %d bytes", spec, (int)fill);
+		}
+		memcpy(k->bytes, pass, plen < fill ? plen : fill);
+	} else {
+		const EVP_MD *md = EVP_get_digestbyname(name);
+		EVP_MD_CTX *ctx = EVP_MD_CTX_new();
+		unsigned char digest[EVP_MAX_MD_SIZE];
+		int round, i, ok = md && ctx;
+		for (round = 0; ok && done < fill; round++) {
+			size_t len = (size_t)EVP_MD_get_size(md);
+			ok = EVP_DigestInit_ex(ctx, md, NULL);
+			for (i = 0; ok && i < round; i++)
+				ok = EVP_DigestUpdate(ctx, "A", 1);
+			ok = ok && EVP_DigestUpdate(ctx, pass, plen) && EVP_DigestFinal_ex(ctx, digest, NULL);
+			if (len > fill - done)
+				len = fill - done;
+			memcpy(k->bytes + done, digest, len);
+			done += len;
+		}
+		secure_wipe(digest, sizeof(digest));
+		EVP_MD_CTX_free(ctx);
+		if (!ok) {
+			key_release(k);
+			if (!md)
+				return raise_error(L, "key.plain", NULL, EINVAL,
+				                   "unknown hash '%s' (OpenSSL knows sha256, sha512, ripemd160, ...)", name);
+			return raise_error(L, "key.plain", NULL, 0, "hashing failed: %s", openssl_reason());
+		}
+	}
+	k->size = size;
+	return 1;
+}
+
+void kdf_open(lua_State *L)
+{
+	static const luaL_Reg core[] = {
+		{"key_pbkdf2", l_pbkdf2},
+		{"key_scrypt", l_scrypt},
+		{"key_calibrate", l_calibrate},
+		{"key_plain", l_plain},
+		{NULL, NULL}
+	};
+	luaL_setfuncs(L, core, 0);
+}
