@@ -75,14 +75,16 @@ static void push_holders(lua_State *L, unsigned ma, unsigned mi)
 }
 
 /*
- * core.blkdev(dev) where dev is a path to a block device or "major:minor"
- * -> {path, major, minor, sectors, logical_block_size, readonly, dm_name?,
- *     dm_uuid?, loop_backing?, holders = {"M:m", ...}}
- * Raises when it is not a block device.
+ * core.blkdev(dev[, brief]) where dev is a path to a block device or
+ * "major:minor" -> {path, major, minor, sectors, logical_block_size,
+ * readonly, dm_name?, dm_uuid?, loop_backing?, holders = {"M:m", ...}}.
+ * brief: only major, minor, sectors, logical_block_size and readonly (what
+ * a table's checks need: three sysfs reads). Raises when it is not a block device.
  */
 static int l_blkdev(lua_State *L)
 {
 	const char *dev = luaL_checkstring(L, 1);
+	int brief = lua_toboolean(L, 2);
 	unsigned ma, mi;
 	char buf[4096];
 	struct stat st;
@@ -108,6 +110,8 @@ static int l_blkdev(lua_State *L)
 	lua_setfield(L, -2, "logical_block_size");
 	lua_pushboolean(L, sysfs_line(ma, mi, "ro", buf, sizeof buf) && strcmp(buf, "0") != 0);
 	lua_setfield(L, -2, "readonly");
+	if (brief)
+		return 1;
 	if (sysfs_line(ma, mi, "dm/name", buf, sizeof buf)) {
 		lua_pushstring(L, buf);
 		lua_setfield(L, -2, "dm_name");

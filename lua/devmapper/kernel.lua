@@ -219,7 +219,9 @@ end
 
 --- Block-device facts (sysfs reads, not kernel operations: never traced).
 -- In a dry run, the loops and devices that would exist answer too.
-function kernel.blkdev(dev)
+-- @tparam string dev a path or "major:minor"
+-- @tparam[opt] boolean brief only what a table's checks need (see core.blkdev)
+function kernel.blkdev(dev, brief)
   if kernel.dry_run then
     local l = dry.loops[dev]
     for _, x in pairs(dry.loops) do
@@ -238,7 +240,7 @@ function kernel.blkdev(dev)
       end
     end
   end
-  return core.blkdev(dev)
+  return core.blkdev(dev, brief)
 end
 
 --- Total kernel operations counted so far (for specs).

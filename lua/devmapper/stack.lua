@@ -138,7 +138,7 @@ local function decide(self, m, planned)
     return d
   end
   d.live = dmtable.from_targets(kernel.call("dm_table", name, {keys = true}))
-  if t:compare_text(ctx) ~= d.live:compare_text() then
+  if dmtable.compare_targets(d.targets) ~= d.live:compare_text() then
     d.op = "reload"
   elseif info.suspended then
     d.op = "resume"

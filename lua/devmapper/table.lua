@@ -68,7 +68,7 @@ function M.context(lookup, lenient, describe)
       check.fail("table", nil, "unknown device %s (give a Loop, a Device, a path or major:minor)", tostring(dev))
     end
     if cache[k] == nil then
-      local ok, f = pcall(kernel.blkdev, k)
+      local ok, f = pcall(kernel.blkdev, k, not describe)
       if not ok then
         if lenient then f = false else error(f, 0) end
       end
@@ -76,11 +76,12 @@ function M.context(lookup, lenient, describe)
     end
     return cache[k] or nil
   end
-  -- A device as people read it, for messages.
+  -- A device as people read it, for messages (its path, read only then).
   function ctx.name(dev)
+    if type(dev) == "table" and dev.path then return dev.path end
     local f = ctx.facts(dev)
-    if f and f.path then return f.path end
-    return type(dev) == "table" and tostring(dev.path) or tostring(dev)
+    local ok, full = pcall(kernel.blkdev, f and (f.major .. ":" .. f.minor) or tostring(dev))
+    return ok and full.path or tostring(dev)
   end
   function ctx.dev(dev)
     local f = ctx.facts(dev)
@@ -212,6 +213,18 @@ function Table:compare_text(ctx)
 end
 
 function Table.__eq(a, b) return a:compare_text() == b:compare_text() end
+
+--- The compare text of targets already resolved for the kernel (see
+-- Table:targets), without resolving the table again.
+function M.compare_targets(targets)
+  local core = require "devmapper.core"
+  local l = {}
+  for i, s in ipairs(targets) do
+    local p = s.key and s.params:gsub("<key>", function() return "key:" .. core.key_fingerprint(s.key) end) or s.params
+    l[i] = {start = s.start, length = s.length, type = s.type, params = p}
+  end
+  return format(l)
+end
 
 -- A table line's start or length: plain decimal, as the kernel's u64 fields.
 local function u64(word, what, n)
