@@ -442,7 +442,7 @@ describe("snapshot #kernel", function()
     assert.equal(0, code, out)
     assert.equal(0, select(2, support.sh(("mount %s %s"):format(base.path, mnt))))
     assert.equal("before\n", support.read(mnt .. "/before", 0, 100))
-    local n = tonumber(support.sh("wc -l < " .. mnt .. "/log"))
+    local n = tonumber((support.sh("wc -l < " .. mnt .. "/log")))
     assert.is_true(n > 10, "the writer wrote " .. tostring(n) .. " lines")
 
     -- discard: what was written after volatile is gone, once the device is closed
@@ -453,7 +453,7 @@ describe("snapshot #kernel", function()
     assert.equal(own, support.dmsetup("table spec-base"))
     assert.equal(0, select(2, support.sh(("mount %s %s"):format(base.path, mnt))))
     assert.is_false(support.opens(mnt .. "/scratch"))
-    assert.equal(n, tonumber(support.sh("wc -l < " .. mnt .. "/log")))
+    assert.equal(n, tonumber((support.sh("wc -l < " .. mnt .. "/log"))))
   end)
 
   it("commit refuses to merge into a read-only base, as lvm2 does", function()

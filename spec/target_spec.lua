@@ -139,6 +139,7 @@ describe("target grammar", function()
     refused(v {dm.linear("7:3", {offset = 8, length = 4})}, "length 4 must be a multiple of 8 sectors")
     refused(v {dm.linear("7:0", {offset = 4000, length = 100})}, "must fit in the device: 100 sectors at offset 4000")
     refused(v {dm.linear("7:0", {offset = 4096})}, "field 'length' must be more than 0")
+    refused(v {dm.linear("7:0", {offset = 4096, length = 8})}, "field 'offset' 4096 is past the end of /dev/loop0")
     -- across segments: a 4K table must keep 4K boundaries where a 512-byte target cannot take a split bio
     v {dm.zero(4), dm.zero(4), dm.linear("7:3", {length = 8})}()
     refused(v {dm.linear("7:0", {length = 4}), dm.linear("7:3", {length = 8})}, "segment 2 (linear): field 'start' 4 is not aligned")

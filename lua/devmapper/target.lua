@@ -319,8 +319,10 @@ local function check_areas(decl, r, ctx, fail)
     local dev, start, len, name = a[1], a[2], a[3], a[4]
     local f = ctx.facts(dev)
     if f and len and f.sectors > 0 then
-      if start >= f.sectors or len > f.sectors - start then
-        fail(name, "must fit in the device: %d sectors at offset %d run past the end of %s (%d sectors)",
+      if start >= f.sectors then
+        fail(name, "%d is past the end of %s (%d sectors)", start, ctx.name(dev), f.sectors)
+      elseif len > f.sectors - start then
+        fail("length", "must fit in the device: %d sectors at offset %d run past the end of %s (%d sectors)",
              len, start, ctx.name(dev), f.sectors)
       end
     end
