@@ -194,6 +194,13 @@ function kernel.call(op, ...)
   if kernel.fault and kernel.fault(op, ...) then
     core.error {op = op:gsub("^%a+_", ""), name = tostring((...)), errno = 5, message = "injected fault"}
   end
+  if not kernel.dry_run then
+    -- device-mapper first, so that a script on a machine without it stops
+    -- before it attaches a loop; the keyring needs neither
+    local area = op:match("^(%a+)_")
+    if area == "dm" or area == "loop" then core.preflight("dm") end
+    if area == "loop" then core.preflight("loop") end
+  end
   if kernel.trace or kernel.dry_run then
     kernel.out:write((kernel.dry_run and "(dry-run) " or "+ "), render[op](...), "\n")
   end
