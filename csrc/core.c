@@ -120,5 +120,6 @@ int luaopen_devmapper_core(lua_State *L)
 	kdf_open(L);
 	keyinput_open(L);
 	keyring_open(L);
+	preflight_open(L);
 	return 1;
 }

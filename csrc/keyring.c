@@ -1,6 +1,8 @@
 /* Logon keys in the kernel keyring, and the keyrings that hold them. */
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 #include <sys/syscall.h>
@@ -86,12 +88,275 @@ static int l_fingerprint(lua_State *L)
 	return 1;
 }
 
+/*
+ * Rings: keyrings of our own in @u, one per device ("devmapper:dev:NAME"),
+ * holding links to the logon keys that device uses. What a device uses is
+ * then read from the kernel, and dropping its ring unlinks exactly its keys.
+ */
+
+/* A ring or key description of ours, or raise naming op and showing what
+ * was given (a description is no secret). */
+static const char *name_arg(lua_State *L, int idx, const char *op, const char *what)
+{
+	size_t len = 0, i;
+	const char *s = lua_type(L, idx) == LUA_TSTRING ? lua_tolstring(L, idx, &len) : NULL;
+	int ok = s && len > 10 && len <= DESC_MAX && strncmp(s, "devmapper:", 10) == 0;
+	luaL_Buffer b;
+	for (i = 0; ok && i < len; i++)
+		ok = s[i] >= 0x21 && s[i] <= 0x7e;
+	if (ok)
+		return s;
+	if (!s)
+		raise_error(L, op, NULL, EINVAL, "the %s must be a string, got %s", what, luaL_typename(L, idx));
+	luaL_buffinit(L, &b);
+	for (i = 0; i < len && i < 48; i++) {
+		unsigned char c = (unsigned char)s[i];
+		if (c >= 0x20 && c <= 0x7e && c != '"' && c != '\\')
+			luaL_addchar(&b, (char)c);
+		else {
+			char esc[8];
+			snprintf(esc, sizeof esc, "\\x%02x", c);
+			luaL_addstring(&b, esc);
+		}
+	}
+	if (len > 48)
+		luaL_addstring(&b, "...");
+	luaL_pushresult(&b);
+	raise_error(L, op, NULL, EINVAL, "the %s must be \"devmapper:\" and then printable characters without "
+	            "spaces (bytes 0x21-0x7e), at most %d bytes in all; got \"%s\" (%d bytes)", what, DESC_MAX,
+	            lua_tostring(L, -1), (int)len);
+	return NULL;
+}
+
+static int gone(int err)
+{
+	return err == ENOKEY || err == EKEYREVOKED || err == EKEYEXPIRED;
+}
+
+/* The serial of keyring `ring` found from @u; 0 when there is none, -1 with
+ * errno on failure. */
+static long find_ring(const char *ring)
+{
+	long id = syscall(SYS_keyctl, KEYCTL_SEARCH, KEY_SPEC_USER_KEYRING, "keyring", ring, 0);
+	return id >= 0 ? id : gone(errno) ? 0 : -1;
+}
+
+/*
+ * The ring's serial, made in @u when missing (then *made is set). add_key
+ * of a keyring displaces one of the same name, so it is only called after
+ * a search found none (two processes racing here should hold a lock).
+ */
+static long ensure_ring(lua_State *L, const char *ring, const char *op, int *made)
+{
+	long id = find_ring(ring);
+	*made = 0;
+	if (id < 0)
+		raise_error(L, op, ring, errno, "cannot search the user keyring for the keyring");
+	if (id > 0)
+		return id;
+	if ((id = syscall(SYS_add_key, "keyring", ring, NULL, 0, KEY_SPEC_USER_KEYRING)) < 0)
+		raise_error(L, op, ring, errno, "cannot make the keyring in the user keyring");
+	*made = 1;
+	return id;
+}
+
+/* A failed add or link leaves no ring it made (this unlink needs no
+ * permission on the ring itself, only on @u). Raises with err. */
+static int ring_failed(lua_State *L, long id, int made, const char *op, const char *ring, int err,
+                       const char *fmt, const char *desc)
+{
+	if (made)
+		syscall(SYS_keyctl, KEYCTL_UNLINK, id, KEY_SPEC_USER_KEYRING);
+	return raise_error(L, op, ring, err, fmt, desc);
+}
+
+/* The serials linked in a keyring (malloc'd, *n of them), or NULL with errno. */
+static int32_t *members(long ring, size_t *n)
+{
+	long size = syscall(SYS_keyctl, KEYCTL_READ, ring, NULL, 0), got;
+	int32_t *ids = NULL, *more;
+	while (size >= 0) {
+		if (!(more = realloc(ids, size ? (size_t)size : 1)))
+			break;
+		ids = more;
+		if ((got = syscall(SYS_keyctl, KEYCTL_READ, ring, ids, size)) < 0)
+			break;
+		if (got <= size) {
+			*n = (size_t)got / sizeof(*ids);
+			return ids;
+		}
+		size = got;	/* the keyring grew meanwhile */
+	}
+	free(ids);
+	return NULL;
+}
+
+static int by_string(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/*
+ * Push, sorted, the descriptions of the members of `ring` of this type
+ * whose description starts with prefix. A member we may not view, or that
+ * went meanwhile, is not listed. 0, or -1 with errno.
+ */
+static int push_members(lua_State *L, long ring, const char *type, const char *prefix)
+{
+	size_t n = 0, i, found = 0, tlen = strlen(type), plen = strlen(prefix);
+	int32_t *ids = members(ring, &n);
+	char **descs;
+	char buf[DESC_MAX + 128];
+	if (!ids)
+		return -1;
+	if (!(descs = calloc(n ? n : 1, sizeof(*descs)))) {
+		free(ids);
+		return -1;
+	}
+	for (i = 0; i < n; i++) {
+		/* "type;uid;gid;perm;description" */
+		long len = syscall(SYS_keyctl, KEYCTL_DESCRIBE, (long)ids[i], buf, sizeof buf);
+		char *d = buf;
+		int semis = 0;
+		if (len <= 0 || (size_t)len > sizeof buf || strncmp(buf, type, tlen) || buf[tlen] != ';')
+			continue;
+		while (*d && semis < 4)
+			semis += *d++ == ';';
+		if (semis == 4 && strncmp(d, prefix, plen) == 0 && !(descs[found] = strdup(d)))
+			break;
+		found += semis == 4 && strncmp(d, prefix, plen) == 0;
+	}
+	free(ids);
+	qsort(descs, found, sizeof(*descs), by_string);
+	lua_createtable(L, (int)found, 0);
+	for (i = 0; i < found; i++) {
+		lua_pushstring(L, descs[i]);
+		lua_rawseti(L, -2, (lua_Integer)i + 1);
+		free(descs[i]);
+	}
+	free(descs);
+	return 0;
+}
+
+/* core.ring_add(ring, desc, key) -> ":size:logon:desc": the key's bytes as
+ * the logon key desc in ring (made in @u if missing); an existing desc in
+ * that ring is updated in place. */
+static int l_ring_add(lua_State *L)
+{
+	const char *ring = name_arg(L, 1, "ring.add", "keyring name");
+	const char *desc = name_arg(L, 2, "ring.add", "key description");
+	struct key *k = key_check(L, 3, "ring.add");
+	int made;
+	long id = ensure_ring(L, ring, "ring.add", &made);
+	if (syscall(SYS_add_key, "logon", desc, k->bytes, k->size, id) < 0)
+		return ring_failed(L, id, made, "ring.add", ring, errno, "cannot add the logon key '%s' to the keyring", desc);
+	lua_pushfstring(L, ":%d:logon:%s", (int)k->size, desc);
+	return 1;
+}
+
+/* core.ring_link(ring, desc) -> true, or false when no logon key desc is
+ * reachable from @u (then no ring is made either). */
+static int l_ring_link(lua_State *L)
+{
+	const char *ring = name_arg(L, 1, "ring.link", "keyring name");
+	const char *desc = name_arg(L, 2, "ring.link", "key description");
+	long id, key = syscall(SYS_keyctl, KEYCTL_SEARCH, KEY_SPEC_USER_KEYRING, "logon", desc, 0);
+	int made;
+	if (key < 0 && gone(errno))
+		return lua_pushboolean(L, 0), 1;
+	if (key < 0)
+		return raise_error(L, "ring.link", ring, errno, "cannot search the user keyring for the key '%s'", desc);
+	id = ensure_ring(L, ring, "ring.link", &made);
+	if (syscall(SYS_keyctl, KEYCTL_LINK, key, id) < 0)
+		return ring_failed(L, id, made, "ring.link", ring, errno, "cannot link the key '%s' into the keyring", desc);
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* core.ring_unlink(ring, desc) -> true, or false when the ring or the key
+ * in it is not there. Other rings' links to the key stay. */
+static int l_ring_unlink(lua_State *L)
+{
+	const char *ring = name_arg(L, 1, "ring.unlink", "keyring name");
+	const char *desc = name_arg(L, 2, "ring.unlink", "key description");
+	long key, id = find_ring(ring);
+	if (id < 0)
+		return raise_error(L, "ring.unlink", ring, errno, "cannot search the user keyring for the keyring");
+	if (id == 0)
+		return lua_pushboolean(L, 0), 1;
+	key = syscall(SYS_keyctl, KEYCTL_SEARCH, id, "logon", desc, 0);
+	if (key < 0 && gone(errno))
+		return lua_pushboolean(L, 0), 1;
+	if (key < 0)
+		return raise_error(L, "ring.unlink", ring, errno, "cannot search the keyring for the key '%s'", desc);
+	if (syscall(SYS_keyctl, KEYCTL_UNLINK, key, id) < 0) {
+		if (errno == ENOENT)
+			return lua_pushboolean(L, 0), 1;
+		return raise_error(L, "ring.unlink", ring, errno, "cannot unlink the key '%s' from the keyring", desc);
+	}
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* core.ring_keys(ring) -> {desc, ...} of its logon keys, sorted; nil when
+ * there is no such ring. */
+static int l_ring_keys(lua_State *L)
+{
+	const char *ring = name_arg(L, 1, "ring.keys", "keyring name");
+	long id = find_ring(ring);
+	if (id < 0)
+		return raise_error(L, "ring.keys", ring, errno, "cannot search the user keyring for the keyring");
+	if (id == 0)
+		return lua_pushnil(L), 1;
+	if (push_members(L, id, "logon", "") < 0) {
+		if (gone(errno))
+			return lua_pushnil(L), 1;
+		return raise_error(L, "ring.keys", ring, errno, "cannot read the keyring");
+	}
+	return 1;
+}
+
+/* core.ring_drop(ring) -> true, or false when there was no such ring: its
+ * links are cleared (a key no other keyring holds goes) and it leaves @u. */
+static int l_ring_drop(lua_State *L)
+{
+	const char *ring = name_arg(L, 1, "ring.drop", "keyring name");
+	long id = find_ring(ring);
+	if (id < 0)
+		return raise_error(L, "ring.drop", ring, errno, "cannot search the user keyring for the keyring");
+	if (id == 0)
+		return lua_pushboolean(L, 0), 1;
+	if (syscall(SYS_keyctl, KEYCTL_CLEAR, id) < 0)
+		return raise_error(L, "ring.drop", ring, errno, "cannot clear the keyring");
+	if (syscall(SYS_keyctl, KEYCTL_INVALIDATE, id) < 0 &&
+	    syscall(SYS_keyctl, KEYCTL_UNLINK, id, KEY_SPEC_USER_KEYRING) < 0)
+		return raise_error(L, "ring.drop", ring, errno, "cannot take the keyring out of the user keyring");
+	lua_pushboolean(L, 1);
+	return 1;
+}
+
+/* core.rings(prefix) -> {ring, ...}: keyrings linked directly in @u whose
+ * description starts with prefix, sorted. */
+static int l_rings(lua_State *L)
+{
+	const char *prefix = luaL_optstring(L, 1, "devmapper:");
+	if (push_members(L, KEY_SPEC_USER_KEYRING, "keyring", prefix) < 0)
+		return raise_error(L, "ring.list", prefix, errno, "cannot read the user keyring");
+	return 1;
+}
+
 void keyring_open(lua_State *L)
 {
 	static const luaL_Reg core[] = {
 		{"key_add", l_key_add},
 		{"key_unlink", l_key_unlink},
 		{"key_fingerprint", l_fingerprint},
+		{"ring_add", l_ring_add},
+		{"ring_link", l_ring_link},
+		{"ring_unlink", l_ring_unlink},
+		{"ring_keys", l_ring_keys},
+		{"ring_drop", l_ring_drop},
+		{"rings", l_rings},
 		{NULL, NULL}
 	};
 	luaL_setfuncs(L, core, 0);

@@ -96,16 +96,28 @@ local render = {
   loop_find = function(file) return "losetup --associated " .. q(file) end,
   key_add = function(desc) return "keyctl padd logon " .. q(desc) .. " @u <key>" end,
   key_unlink = function(desc) return "keyctl unlink %:logon:" .. desc end,
-  ring_add = function(ring, desc) return ("keyctl padd logon %s %%:%s <key>"):format(q(desc), q(ring)) end,
+  -- a ring (keyring "devmapper:dev:NAME" in @u) is made when missing, never replaced
+  ring_add = function(ring, desc)
+    return ("keyctl padd logon %s %%:%s <key>"):format(q(desc), q(ring))
+  end,
   ring_link = function(ring, desc) return ("keyctl link %%logon:%s %%:%s"):format(q(desc), q(ring)) end,
   ring_unlink = function(ring, desc) return ("keyctl unlink %%logon:%s %%:%s"):format(q(desc), q(ring)) end,
-  ring_keys = function(ring) return "keyctl rdescribe %:" .. q(ring) end,
-  ring_drop = function(ring) return "keyctl invalidate %:" .. q(ring) end,
-  rings = function(prefix) return "keyctl show @u # rings " .. q(prefix) .. "*" end,
+  ring_keys = function(ring) return "keyctl rlist %:" .. q(ring) end,
+  ring_drop = function(ring) return ("keyctl clear %%:%s && keyctl invalidate %%:%s"):format(q(ring), q(ring)) end,
+  rings = function() return "keyctl rlist @u" end,
 }
 
 -- What --dry-run answers: a model of the devices and loops that would exist.
 local dry = {devices = {}, loops = {}, rings = {}, next_minor = 0, next_loop = 0}
+
+local function dry_sorted(set, prefix)
+  local l = {}
+  for k in pairs(set) do
+    if k:sub(1, #(prefix or "")) == (prefix or "") then l[#l + 1] = k end
+  end
+  table.sort(l)
+  return l
+end
 
 local dry_ops = {
   dm_create = function(name, targets, o)
@@ -159,40 +171,34 @@ local dry_ops = {
   loop_info = function(path) return dry.loops[path] end,
   loop_find = function() return {} end,
   key_add = function(desc) return desc end,
-  ring_add = function(ring, desc)
+  ring_add = function(ring, desc, k)
     dry.rings[ring] = dry.rings[ring] or {}
     dry.rings[ring][desc] = true
+    return (":%d:logon:%s"):format(#k, desc)
   end,
   ring_link = function(ring, desc)
-    dry.rings[ring] = dry.rings[ring] or {}
-    dry.rings[ring][desc] = true
-    return true
+    for _, r in pairs(dry.rings) do
+      if r[desc] then
+        dry.rings[ring] = dry.rings[ring] or {}
+        dry.rings[ring][desc] = true
+        return true
+      end
+    end
+    return false
   end,
   ring_unlink = function(ring, desc)
     local r = dry.rings[ring]
-    local had = r and r[desc]
-    if r then r[desc] = nil end
-    return had or false
+    if not (r and r[desc]) then return false end
+    r[desc] = nil
+    return true
   end,
-  ring_keys = function(ring)
-    local r = dry.rings[ring]
-    if not r then return nil end
-    local l = {}
-    for d in pairs(r) do l[#l + 1] = d end
-    table.sort(l)
-    return l
-  end,
+  ring_keys = function(ring) return dry.rings[ring] and dry_sorted(dry.rings[ring]) end,
   ring_drop = function(ring)
     local had = dry.rings[ring] ~= nil
     dry.rings[ring] = nil
     return had
   end,
-  rings = function(prefix)
-    local l = {}
-    for r in pairs(dry.rings) do if r:sub(1, #prefix) == prefix then l[#l + 1] = r end end
-    table.sort(l)
-    return l
-  end,
+  rings = function(prefix) return dry_sorted(dry.rings, prefix or "devmapper:") end,
 }
 
 --- The command line an operation reads as (for plans).
@@ -204,6 +210,13 @@ function kernel.render(op, ...) return render[op](...) end
 function kernel.call(op, ...)
   if kernel.fault and kernel.fault(op, ...) then
     core.error {op = op:gsub("^%a+_", ""), name = tostring((...)), errno = 5, message = "injected fault"}
+  end
+  if not kernel.dry_run then
+    -- device-mapper first, so that a script on a machine without it stops
+    -- before it attaches a loop; the keyring needs neither
+    local area = op:match("^(%a+)_")
+    if area == "dm" or area == "loop" then core.preflight("dm") end
+    if area == "loop" then core.preflight("loop") end
   end
   if kernel.trace or kernel.dry_run then
     kernel.out:write((kernel.dry_run and "(dry-run) " or "+ "), render[op](...), "\n")
