@@ -217,7 +217,12 @@ describe("rings and dm-crypt #kernel", function()
     assert.equal(data, support.read(dev.path, 4096, #data))
     assert.not_equal(data, support.read(l.path, 4096, #data), "the loop holds ciphertext")
 
+    -- creating the device linked the key into the device's own ring too
+    local own = "devmapper:dev:" .. name
+    assert.same({desc}, core.ring_keys(own))
     assert.is_true(core.ring_drop(r))
+    assert.truthy(serial("logon", desc), "the device's ring still holds the key")
+    assert.is_true(core.ring_drop(own))
     assert.is_nil(serial("logon", desc), "keyctl no longer finds the key")
     assert.is_nil(support.sh("keyctl show @u"):find(desc, 1, true), "keyctl show @u lists no such key")
     -- the live device keeps its own copy of the key

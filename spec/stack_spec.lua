@@ -2,6 +2,7 @@
 -- dry run), then apply/teardown/cleanup on the real kernel, with faults and a
 -- script killed in the middle.
 local dm = require "devmapper"
+local core = require "devmapper.core"
 local support = require "spec.support"
 local dry, changing, fail_nth, world, none_suspended =
   support.dry, support.changing, support.fail_nth, support.world, support.none_suspended
@@ -326,17 +327,24 @@ describe("stack #kernel", function()
     assert.same({}, support.names())
   end)
 
-  it("dm.cleanup removes what a script killed with SIGKILL during apply left, and nothing else", function()
+  it("dm.cleanup removes what a script killed with SIGKILL during apply left, keys included, and nothing else", function()
     local dir = support.tmpdir()
-    local l1 = support.loops(1, "4MiB")
+    local l1, l2 = support.loops(2, "4MiB")
+    -- bystanders: a device, a crypt device with its keyring entry, a look-alike uuid
     local other = support.device("spec-other", dm.linear(l1, {length = 8}))
+    local kb = dm.key.random(64)
+    local secret = support.device("spec-secret", dm.crypt {l2, key = kb})
+    local secret_ring = core.ring_keys("devmapper:dev:spec-secret")
     local lookalike = support.device("crash-lookalike", dm.zero(8), {uuid = "DMLUA-crashed-x"})
+    local key = dm.key.from_hex(("c3"):rep(64))
+    local desc = "devmapper:" .. core.key_fingerprint(key)
     local script = dir .. "/crash.lua"
     local f = assert(io.open(script, "w"))
     f:write(([[
       local dm = require "devmapper"
       local s = dm.stack {prefix = "crash", a = dm.linear(%q, {length = 2048}), b = dm.linear("a"),
-                          c = dm.linear("b"), d = dm.linear("c", {length = 1024}), e = dm.linear("d"),
+                          k = dm.crypt {"b", key = dm.key.from_hex(("c3"):rep(64))},
+                          c = dm.linear("k"), d = dm.linear("c", {length = 1024}), e = dm.linear("d"),
                           f = dm.striped {chunk = 8, "e", "c", length = 2048}}
       while true do s:apply(); s:teardown() end
     ]]):format(l1.path))
@@ -344,10 +352,13 @@ describe("stack #kernel", function()
     support.defer(function() pcall(dm.cleanup, "crash") end)
     -- killed between create and the first load: no table, no block device yet
     dm.kernel.call("dm_create", "crash-bare", {}, {uuid = "DMLUA-crash-bare"})
+    -- killed between linking a key and creating the device: a ring with no device
+    core.ring_add("devmapper:dev:crash-k", desc, key)
     assert.same({"crash-bare"}, dm.cleanup("crash"))
+    assert.is_nil(core.ring_keys("devmapper:dev:crash-k"))
     local seen = 0
-    for i = 1, 4 do
-      local delay = 0.3 + math.random() * 1.2
+    for _ = 1, 30 do
+      local delay = 0.2 + math.random() * 1.3
       local out = support.sh(("{ build/dmlua %s & pid=$!; sleep %.2f; kill -9 $pid; wait $pid; echo killed; }")
                              :format(script, delay))
       assert.matches("killed", out)
@@ -356,11 +367,16 @@ describe("stack #kernel", function()
         local uuid = dm.device(d.name):info().uuid or ""
         assert.is_nil(uuid:match("^DMLUA%-crash%-"), d.name .. " is left")
       end
+      assert.same({}, core.rings("devmapper:dev:crash-"))
+      local _, found = support.sh("keyctl search @u logon " .. desc)
+      assert.not_equal(0, found, "the stack's key is left in the keyring")
       none_suspended()
       assert.equal(("0 8 linear %s 0"):format(l1:devno()), support.text(other:table()))
       assert.equal("0 8 zero", support.text(lookalike:table()))
+      assert.same(secret_ring, core.ring_keys("devmapper:dev:spec-secret"))
     end
-    assert.same({"crash-lookalike", "spec-other"}, support.names())
+    assert.same({"crash-lookalike", "spec-other", "spec-secret"}, support.names())
     assert.is_true(seen > 0, "no kill landed while the stack existed")
+    assert.truthy(secret:info())
   end)
 end)

@@ -162,6 +162,11 @@ function support.fail_nth(n)
   end
 end
 
+--- Whether two values are deeply equal (a boolean, for specs that go on either way).
+function support.same(a, b)
+  return require("luassert.util").deepcompare(a, b, true)
+end
+
 --- Every device and its live table.
 function support.world()
   local w = {}

@@ -173,18 +173,21 @@ end
 -- or "name:value". From Lua: an array of words, a map {flag = true,
 -- name = value}, a mix of both, or one word. Held as a map; formatted in
 -- the kernel's own order, leaving out what the kernel leaves out.
--- @tparam table spec {order = {names, in the kernel's printing order},
+-- @tparam table spec {order = {names, in the kernel's printing order}, fold = true
+--   (the kernel takes names in any case),
 --   values = {name = kind of its value}, omit = {name = value the kernel does not print},
 --   max = the kernel's largest count, requires = {name = other name it needs}}
 function field.options(spec)
   local known = {}
   for _, n in ipairs(spec.order) do known[n] = true end
+  -- the kernel compares option names without case (strcasecmp)
+  local function canon(n) return spec.fold and n:lower() or n end
   local names = table.concat(spec.order, ", ")
   local kind = {form = "options", options = true, max = spec.max}
   -- one argument word into map m, or the rule broken
   local function add(m, w)
     local name, value = w:match("^([^:]+):(.*)$")
-    name = name or w
+    name = canon(name or w)
     if not known[name] then return ("unknown option %s (known: %s)"):format(check.quote(name), names) end
     if m[name] ~= nil then return ("option '%s' is given twice"):format(name) end
     local vk = spec.values and spec.values[name]
@@ -223,13 +226,14 @@ function field.options(spec)
       if math.type(k) == "integer" then
         if type(x) ~= "string" then return nil, ("entry %d must be an option name, got %s"):format(k, type(x)) end
         why = add(m, x)
-      elseif type(k) ~= "string" or not known[k] then
+      elseif type(k) ~= "string" or not known[canon(k)] then
         return nil, ("unknown option %s (known: %s)"):format(check.quote(k), names)
       elseif x == false then
-        if m[k] ~= nil then why = ("option '%s' is given twice"):format(k) end
+        if m[canon(k)] ~= nil then why = ("option '%s' is given twice"):format(k) end
       elseif x == true then
         why = add(m, k)
-      elseif spec.values and spec.values[k] then
+      elseif spec.values and spec.values[canon(k)] then
+        k = canon(k)
         if m[k] ~= nil then return nil, ("option '%s' is given twice"):format(k) end
         local val, vwhy = spec.values[k].lua(x)
         if val == nil then why = ("option '%s' %s"):format(k, vwhy) end
@@ -281,7 +285,7 @@ function field.key.text(w)
       return nil, "the key type in a keyring reference must be logon, user, encrypted or trusted"
     end
     if desc == "" then return nil, "the description in a keyring reference must not be empty" end
-    return {ref = w, size = bytes, ktype = ktype, desc = desc}
+    return {ref = (":%d:%s:%s"):format(bytes, ktype, desc), size = bytes, ktype = ktype, desc = desc}
   end
   if #w % 2 == 1 then return nil, ("hex must have an even number of digits (it has %d)"):format(#w) end
   local bad = w:find("[^%x]")

@@ -8,6 +8,9 @@ local size = require "devmapper.size"
 local target = require "devmapper.target"
 
 local Table = {__name = "devmapper.Table"}
+
+-- The kernel's largest device: its size in bytes must fit a signed 64-bit offset.
+local MAX_SECTORS = math.maxinteger >> 9
 Table.__index = Table
 
 local M = {}
@@ -139,8 +142,8 @@ local function resolve(t, ctx, op, name, strict, mode)
               s.start > start and "a gap" or "an overlap", math.abs(s.start - start))
     end
     local r = target.resolve(s, ctx, segfail, mode, strict)
-    if strict and r.length > math.maxinteger - start then
-      segfail("length", "%d makes the table end past sector %d", r.length, math.maxinteger)
+    if strict and r.length > MAX_SECTORS - start then
+      segfail("length", "%d makes the table end past sector %d (the largest device the kernel makes)", r.length, MAX_SECTORS)
     end
     out[i] = {start = s.start or start, length = r.length, type = s.type, params = r.params, key = r.key,
               secure = s:secret() or nil, ring = r.ring, lbs = r.lbs, dev_lbs = r.dev_lbs}
@@ -195,9 +198,12 @@ end
 
 --- The table as `dmsetup table` prints it: major:minor, numbers in plain
 -- decimal, options in the kernel's order; keys as zeros (as dmsetup shows them).
-function Table:__tostring()
-  return format(resolve(self, M.context(nil, true), "table", nil, false, "show"))
+-- @tparam[opt] table ctx a resolution context (the default reads devices as needed)
+function Table:text(ctx)
+  return format(resolve(self, ctx or M.context(nil, true), "table", nil, false, "show"))
 end
+
+Table.__tostring = Table.text
 
 --- Same, with device paths (and loop backing files) instead of major:minor.
 -- @tparam[opt] function lookup for names of stack members
@@ -240,8 +246,8 @@ local function u64(word, what, n)
 end
 
 --- Parse `dmsetup table` text into a Table: one segment per line
--- ("start length type params"), blank lines and lines starting with '#'
--- skipped (as dmsetup does). Every word is read as the kernel reads it; a
+-- ("start length type params"); from '#' to the end of a line is a comment
+-- and blank lines are skipped (as dmsetup reads it). Every word is read as the kernel reads it; a
 -- word the kernel would read otherwise, or ignore, is refused.
 -- @tparam string text
 -- @tparam[opt] table o {masked = true: keys read back as zeros stand for keys not shown}
@@ -253,12 +259,17 @@ function M.parse(text, o)
   local n = 0
   for line in (text .. "\n"):gmatch("([^\n]*)\n") do
     n = n + 1
-    if line:match("%S") and not line:match("^%s*#") then
+    line = line:gsub("#.*", "") -- a comment runs to the end of the line, as dmsetup reads it
+    if line:match("%S") then
       local start, length, ty, rest = line:match("^%s*(%S+)%s+(%S+)%s+(%S+)%s*(.-)%s*$")
       if not start then
         check.fail("table.parse", nil, "line %d: expected 'start length type parameters'", n)
       end
       if #ty > 15 then check.fail("table.parse", nil, "line %d: target type must be at most 15 bytes", n) end
+      local like = target.get((ty:lower():gsub("_", "-")))
+      if like and like.type ~= ty then
+        check.fail("table.parse", nil, "line %d: unknown target type %s: the kernel's is '%s'", n, check.quote(ty), like.type)
+      end
       start, length = u64(start, "start", n), u64(length, "length", n)
       local function fail(fieldname, fmt, ...)
         check.fail("table.parse", nil, "line %d (%s): field '%s' " .. fmt, n, ty, fieldname, ...)

@@ -17,7 +17,7 @@ local ivs = {plain = true, plain64 = true, plain64be = true, essiv = true, benbi
 
 -- Key sizes (bytes) of one part, for the block ciphers known here: a set, or {min, max}.
 local key_sizes = {aes = {16, 24, 32}, twofish = {16, 24, 32}, camellia = {16, 24, 32}, sm4 = {16},
-                   des3_ede = {24}, des = {8}, serpent = {range = {0, 32}}}
+                   des3_ede = {24}, des = {8}, serpent = {range = {0, 32}}, cipher_null = {0}}
 
 -- cipher[:keycount][-chain[-iv[:ivopts]]] (the legacy form) or capi:<spec>-iv[:ivopts].
 -- Returns the parts, or nil and the rule broken.
@@ -91,6 +91,7 @@ return target.define {
       },
       omit = {sector_size = 512},
       max = 8,
+      fold = true,
     }},
   },
   extra = {"keyring", "sector_size"},

@@ -70,7 +70,7 @@ local decl = {
     {"cow", field.device},
     {"persistent", store, default = "P"},
     {"chunk", chunk, default = 8},
-    {"features", field.options {order = {"discard_zeroes_cow", "discard_passdown_origin"}, max = 2,
+    {"features", field.options {order = {"discard_zeroes_cow", "discard_passdown_origin"}, max = 2, fold = true,
                                 requires = {discard_passdown_origin = "discard_zeroes_cow"}}},
   },
   extra = {"reuse"},
@@ -94,6 +94,9 @@ local decl = {
     end
     local n = r.chunk
     if n > 0 and n & (n - 1) ~= 0 then fail("chunk", "must be a power of 2 (sectors), got %d", n) end
+    if n == 0 and r.persistent == "N" then
+      fail("chunk", "0 (the kernel's choice) needs a persistent store: a transient one has no header to take it from")
+    end
     for _, d in ipairs {{"origin", ob, r.origin}, {"cow", cb, r.cow}} do
       if d[2] and n % d[2] ~= 0 then
         fail("chunk", "%d must be a multiple of the %s's logical block size (%s: %d sectors)", n, d[1], ctx.name(d[3]), d[2])
