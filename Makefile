@@ -5,7 +5,7 @@ CFLAGS += -std=gnu11 -Wall -Wextra -fPIC $(shell pkg-config --cflags $(PKGS))
 LDLIBS  = $(shell pkg-config --libs $(PKGS)) -lm -ldl
 CORE    = csrc/core.c csrc/dm.c csrc/loop.c csrc/blkdev.c csrc/secure.c csrc/kdf.c \
           csrc/keyinput.c csrc/keyring.c csrc/preflight.c \
-          csrc/critical.c
+          csrc/critical.c csrc/lock.c
 LUASRC  = $(wildcard lua/devmapper/*.lua)
 PREFIX ?= /usr/local
 LUAVER  = 5.4

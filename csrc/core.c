@@ -122,5 +122,6 @@ int luaopen_devmapper_core(lua_State *L)
 	keyring_open(L);
 	preflight_open(L);
 	critical_open(L);
+	lock_open(L);
 	return 1;
 }
