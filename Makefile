@@ -4,7 +4,8 @@ CFLAGS ?= -O2 -g
 CFLAGS += -std=gnu11 -Wall -Wextra -fPIC $(shell pkg-config --cflags $(PKGS))
 LDLIBS  = $(shell pkg-config --libs $(PKGS)) -lm -ldl
 CORE    = csrc/core.c csrc/dm.c csrc/loop.c csrc/blkdev.c csrc/secure.c csrc/kdf.c \
-          csrc/keyinput.c csrc/keyring.c csrc/preflight.c
+          csrc/keyinput.c csrc/keyring.c csrc/preflight.c \
+          csrc/critical.c csrc/lock.c
 LUASRC  = $(wildcard lua/devmapper/*.lua lua/devmapper/targets/*.lua)
 PREFIX ?= /usr/local
 LUAVER  = 5.4

@@ -121,5 +121,7 @@ int luaopen_devmapper_core(lua_State *L)
 	keyinput_open(L);
 	keyring_open(L);
 	preflight_open(L);
+	critical_open(L);
+	lock_open(L);
 	return 1;
 }

@@ -2,6 +2,7 @@
  * dmlua: a Lua 5.4 interpreter with lua-devmapper built in. Its command line
  * is lua5.4's, plus --trace, --dry-run and --sandbox.
  */
+#include <errno.h>
 #include <limits.h>
 #include <signal.h>
 #include <stdio.h>
@@ -16,6 +17,83 @@
 #include "devmapper.h"
 
 static const char *progname = "dmlua";
+
+/*
+ * Signals, as lua.c does: SIGINT, SIGTERM and SIGHUP only set a hook, and
+ * the hook raises a Lua error (the module's error object, op "signal") at
+ * the next safe point, so scopes, <close> variables and transactions undo.
+ * Never inside a critical section (a suspend window): the hook stays armed
+ * until it is left. Later signals are counted but raise nothing, so that the
+ * undo finishes. The exit status is then 128 + the first signal's number.
+ */
+static const int trapped[] = {SIGINT, SIGTERM, SIGHUP};
+static lua_State *globalL;
+static volatile sig_atomic_t first_signal;
+static int trapping;	/* not for --sandbox: the VM's runner has its own */
+static struct sigaction saved[3];
+
+static const char *signame(int sig)
+{
+	return sig == SIGINT ? "SIGINT" : sig == SIGTERM ? "SIGTERM" : sig == SIGHUP ? "SIGHUP" : "a signal";
+}
+
+static void lstop(lua_State *L, lua_Debug *ar)
+{
+	(void)ar;
+	if (devmapper_critical() > 0)
+		return;
+	lua_sethook(L, NULL, 0, 0);
+	luaL_requiref(L, "devmapper.core", luaopen_devmapper_core, 0);
+	lua_getfield(L, -1, "error");
+	lua_createtable(L, 0, 5);
+	lua_pushliteral(L, "signal");
+	lua_setfield(L, -2, "op");
+	lua_pushinteger(L, EINTR);
+	lua_setfield(L, -2, "errno");
+	lua_pushfstring(L, "interrupted by %s", signame(first_signal));
+	lua_setfield(L, -2, "message");
+	lua_pushinteger(L, first_signal);
+	lua_setfield(L, -2, "signal");
+	lua_call(L, 1, 0);
+}
+
+static void laction(int sig)
+{
+	if (first_signal)
+		return;
+	first_signal = sig;
+	lua_sethook(globalL, lstop, LUA_MASKCALL | LUA_MASKRET | LUA_MASKLINE | LUA_MASKCOUNT, 1);
+}
+
+/* While Lua code runs; a signal the caller ignores (nohup, a background
+ * job) stays ignored. */
+static void trap(int on)
+{
+	size_t i;
+	for (i = 0; i < sizeof trapped / sizeof *trapped; i++) {
+		if (on) {
+			struct sigaction sa;
+			sigaction(trapped[i], NULL, &saved[i]);
+			if (saved[i].sa_handler == SIG_IGN)
+				continue;
+			memset(&sa, 0, sizeof sa);
+			sa.sa_handler = laction;
+			sa.sa_flags = SA_RESTART;
+			sigemptyset(&sa.sa_mask);
+			sigaction(trapped[i], &sa, NULL);
+		} else
+			sigaction(trapped[i], &saved[i], NULL);
+	}
+}
+
+/* Whatever way the process exits (os.exit too), a signal sets the status. */
+static void signal_status(void)
+{
+	if (first_signal) {
+		fflush(NULL);
+		_exit(128 + first_signal);
+	}
+}
 
 static void usage(void)
 {
@@ -64,7 +142,11 @@ static int docall(lua_State *L, int narg, int nres)
 	int base = lua_gettop(L) - narg, status;
 	lua_pushcfunction(L, msghandler);
 	lua_insert(L, base);
+	if (trapping)
+		trap(1);
 	status = lua_pcall(L, narg, nres, base);
+	if (trapping && !first_signal)
+		trap(0);	/* after a signal, later ones stay harmless */
 	lua_remove(L, base);
 	return status;
 }
@@ -289,6 +371,7 @@ static int pmain(lua_State *L)
 		lua_pushinteger(L, sandbox(L, argv, argc, script));
 		return 1;
 	}
+	trapping = 1;
 	if (o.warn)
 		lua_warning(L, "@on", 0);
 	if (o.version)
@@ -327,6 +410,8 @@ int main(int argc, char **argv)
 		fprintf(stderr, "%s: cannot create state: not enough memory\n", progname);
 		return 1;
 	}
+	globalL = L;
+	atexit(signal_status);
 	lua_gc(L, LUA_GCSTOP);
 	lua_pushcfunction(L, pmain);
 	lua_pushinteger(L, argc);

@@ -32,6 +32,21 @@ static const char *desc_arg(lua_State *L, int idx, const char *op)
 	return desc;
 }
 
+static int gone(int err)
+{
+	return err == ENOKEY || err == EKEYREVOKED || err == EKEYEXPIRED;
+}
+
+/* Take a key or keyring out: invalidated (gone from every keyring at once),
+ * or, if that is not allowed, unlinked from @u. 0, or -1 with errno. */
+static int take_out(long id)
+{
+	if (syscall(SYS_keyctl, KEYCTL_INVALIDATE, id) == 0 ||
+	    syscall(SYS_keyctl, KEYCTL_UNLINK, id, KEY_SPEC_USER_KEYRING) == 0)
+		return 0;
+	return -1;
+}
+
 /* core.key_add(desc, key): a logon key in @u; returns ":size:logon:desc". */
 static int l_key_add(lua_State *L)
 {
@@ -52,14 +67,11 @@ static int l_key_unlink(lua_State *L)
 {
 	const char *desc = desc_arg(L, 1, "key.unlink");
 	long id = syscall(SYS_keyctl, KEYCTL_SEARCH, KEY_SPEC_USER_KEYRING, "logon", desc, 0);
-	if (id < 0 && (errno == ENOKEY || errno == EKEYREVOKED || errno == EKEYEXPIRED)) {
-		lua_pushboolean(L, 0);
-		return 1;
-	}
+	if (id < 0 && gone(errno))
+		return lua_pushboolean(L, 0), 1;
 	if (id < 0)
 		return raise_error(L, "key.unlink", desc, errno, "cannot search the user keyring");
-	if (syscall(SYS_keyctl, KEYCTL_INVALIDATE, id) < 0 &&
-	    syscall(SYS_keyctl, KEYCTL_UNLINK, id, KEY_SPEC_USER_KEYRING) < 0)
+	if (take_out(id) < 0)
 		return raise_error(L, "key.unlink", desc, errno, "cannot remove the key from the user keyring");
 	lua_pushboolean(L, 1);
 	return 1;
@@ -126,11 +138,6 @@ static const char *name_arg(lua_State *L, int idx, const char *op, const char *w
 	            "spaces (bytes 0x21-0x7e), at most %d bytes in all; got \"%s\" (%d bytes)", what, DESC_MAX,
 	            lua_tostring(L, -1), (int)len);
 	return NULL;
-}
-
-static int gone(int err)
-{
-	return err == ENOKEY || err == EKEYREVOKED || err == EKEYEXPIRED;
 }
 
 /* The serial of keyring `ring` found from @u; 0 when there is none, -1 with
@@ -328,8 +335,7 @@ static int l_ring_drop(lua_State *L)
 		return lua_pushboolean(L, 0), 1;
 	if (syscall(SYS_keyctl, KEYCTL_CLEAR, id) < 0)
 		return raise_error(L, "ring.drop", ring, errno, "cannot clear the keyring");
-	if (syscall(SYS_keyctl, KEYCTL_INVALIDATE, id) < 0 &&
-	    syscall(SYS_keyctl, KEYCTL_UNLINK, id, KEY_SPEC_USER_KEYRING) < 0)
+	if (take_out(id) < 0)
 		return raise_error(L, "ring.drop", ring, errno, "cannot take the keyring out of the user keyring");
 	lua_pushboolean(L, 1);
 	return 1;
