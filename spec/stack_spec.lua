@@ -317,6 +317,28 @@ describe("stack #kernel", function()
     assert.same({"reload spkey-top", "reload spkey-top", "reload spkey-top"}, steps)
   end)
 
+  it("two scripts on the same prefix take turns; another prefix runs alongside", function()
+    local dir = support.tmpdir()
+    local l1 = support.loops(1, "4MiB")
+    for _, p in ipairs {"spcc", "spcd"} do
+      local f = assert(io.open(("%s/%s.lua"):format(dir, p), "w"))
+      f:write(([[
+        local dm = require "devmapper"
+        local s = dm.stack {prefix = %q, a = dm.linear(%q, {length = 1024}), b = dm.linear("a"), c = dm.linear("b")}
+        for _ = 1, 12 do s:apply(); s:teardown() end
+        print("done")
+      ]]):format(p, l1.path))
+      f:close()
+    end
+    support.defer(function() pcall(dm.cleanup, "spcc"); pcall(dm.cleanup, "spcd") end)
+    local out = support.sh(("build/dmlua %s/spcc.lua & a=$!; build/dmlua %s/spcc.lua & b=$!; build/dmlua %s/spcd.lua & c=$!; "
+                            .. "s=0; wait $a || s=1; wait $b || s=1; wait $c || s=1; echo status $s"):format(dir, dir, dir))
+    assert.matches("status 0", out, 1, true)
+    local _, n = out:gsub("done", "")
+    assert.equal(3, n, out)
+    assert.same({}, support.names())
+  end)
+
   it("is undone when a dm.scope closes", function()
     local l1, l2, l3 = support.loops(3)
     do

@@ -20,6 +20,14 @@ function kernel.warn(msg)
   io.stderr:write("devmapper: warning: ", msg, "\n")
 end
 
+--- The lock that serialises scripts working on the same stack prefix (as
+-- lvm2 locks a volume group): held until closed (`local l <close> = ...`).
+-- Scripts on other prefixes run side by side. None in a dry run.
+function kernel.lock(prefix)
+  if kernel.dry_run then return nil end
+  return core.lock("/run/lock/lua-devmapper/" .. prefix .. ".lock")
+end
+
 --- Run fn(...) as a critical section: dmlua holds back a signal's error until
 -- it ends, so that a suspend is never cut off from its resume.
 function kernel.critical(fn, ...)

@@ -198,8 +198,10 @@ end
 -- suspend, resume), suspended ones resumed, the rest left alone, so a second
 -- apply changes nothing. On failure everything this apply did is undone and
 -- the error names the step. Registers a teardown with the open dm.scope().
+-- Scripts applying, tearing down or cleaning up the same prefix take turns.
 -- @treturn Stack
 function Stack:apply()
+  local lock <close> = kernel.lock(self.prefix)
   local tx = transaction.begin("apply", self.prefix)
   local lookup, made, reloaded = self:lookup(), false, {}
   for _, m in ipairs(self.order) do
@@ -275,6 +277,7 @@ end
 --- Remove the stack's members that exist (and carry its UUID), top first
 -- as the kernel's holders say, resuming suspended ones first.
 function Stack:teardown()
+  local lock <close> = kernel.lock(self.prefix)
   local names = {}
   for i = #self.order, 1, -1 do
     local m = self.order[i]
@@ -319,6 +322,7 @@ function Stack:__tostring() return "devmapper.Stack " .. self.prefix end
 -- @usage dm.cleanup("demo")
 function stack.cleanup(prefix)
   check_prefix("cleanup", prefix)
+  local lock <close> = kernel.lock(prefix)
   local want = "DMLUA-" .. prefix .. "-"
   local names = {}
   for _, d in ipairs(kernel.call("dm_list")) do
