@@ -74,7 +74,16 @@ end
 describe("a fault at every kernel operation #kernel", function()
   local warn
   before_each(function() warn, dm.kernel.warn = dm.kernel.warn, function() end end)
-  after_each(function() dm.kernel.warn = warn end)
+  after_each(function()
+    dm.kernel.warn, dm.kernel.fault = warn, nil
+    -- whatever a failed spec left: its devices (holders first) and their keyrings
+    for _ = 1, 3 do
+      for _, d in ipairs(dm.list()) do
+        if d.name:match("^spf%-") then pcall(function() dm.device(d.name):remove {force = true} end) end
+      end
+    end
+    pcall(dm.cleanup, "spf")
+  end)
 
   it("create and remove a keyring-keyed crypt device", function()
     local l = support.loops(1)

@@ -277,10 +277,14 @@ function Overlay:usage()
   return snapshot.status(self.view)
 end
 
--- In place: the device gets NAME-real's table back, then NAME-real goes.
+-- In place: the device gets NAME-real's table back, then NAME-real goes
+-- (what is done is remembered, so that a call after a failure goes on from there).
 local function back_in_place(self, tx)
-  local own = tx:step("read real table", self.real.table, self.real, {keys = true})
-  swap(tx, self.view, own, {readonly = self.readonly}, "device")
+  if not self.back then
+    local own = tx:step("read real table", self.real.table, self.real, {keys = true})
+    swap(tx, self.view, own, {readonly = self.readonly}, "device")
+    self.back = true
+  end
   tx:step("remove real", remove, self.real)
 end
 
@@ -322,7 +326,7 @@ function Overlay:commit(opts)
     self.merging = true
   end
   tx:step("wait for merge", function()
-    if kernel.dry_run then return end
+    if kernel.dry_run or self.back then return end
     local deadline, delay = os.time() + timeout, 0.01
     while true do
       local st = snapshot.status(self.view)
