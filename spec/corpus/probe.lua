@@ -290,7 +290,7 @@ local function teardown()
         local n = name:match("^loop(%d+)$")
         if n and not made.before[name] then
           -- LOOP_CTL_REMOVE; perl-base is in every Debian
-          run(("perl -e 'open(my $f, \"+<\", \"/dev/loop-control\") and ioctl($f, 0x4C81, %d)'"):format(tonumber(n)))
+          run(("perl -e 'open(my $f, \"+<\", \"/dev/loop-control\") or die; ioctl($f, 0x4C81, %d) or die'"):format(tonumber(n)))
           if block_devices()[name] then left[#left + 1] = name .. " (made by the kernel's autoload)" end
         end
       end
