@@ -103,4 +103,53 @@ describe("corpus", function()
   end)
 end)
 
+-- The kernel lane: every case fed to the module and to dmsetup on the same
+-- loops and keys (the probe's); where both accept, the module makes the
+-- device itself and the kernel must print back exactly the module's text.
+describe("corpus #kernel #corpus", function()
+  it("the module and the kernel agree on every case, on the same devices", function()
+    local probe = require "spec.corpus.probe"
+    local out = {}
+    local function say(i, c, fmt, ...)
+      out[#out + 1] = ("case %d (%s): " .. fmt):format(i, c.group, ...) .. ": " .. c[1]:gsub("\n", " / ")
+    end
+    local ok, err = pcall(function()
+      probe.setup()
+      for i, c in ipairs(cases) do
+        local text = probe.subst(c[1])
+        local mok, res = judge(text)
+        local r = probe.measure(c[1])
+        local want = c.module or c.kernel
+        if r.kernel ~= c.kernel or (r.kernel == "ok" and r.table ~= c.table) then
+          say(i, c, "the kernel now says %s%s, the corpus %s (measure it again)", r.kernel,
+              r.table and " " .. r.table or "", c.kernel)
+        elseif mok ~= (want == "ok") then
+          say(i, c, "the module %s (%s)", mok and "accepts" or "refuses", mok and "" or tostring(res))
+        elseif mok and c.kernel == "ok" then
+          local mine = probe.unsubst(res)
+          if not c.kernel_chooses and mine ~= readback(c) then
+            say(i, c, "the module would send %q, the kernel prints back %q", mine, readback(c))
+          end
+          probe.zero_loops()
+          local dok, back = pcall(function()
+            local dev = dm.create("corpus", text)
+            local _, shown = probe.run("DM_DISABLE_UDEV=1 dmsetup table --showkeys corpus")
+            dev:remove()
+            return shown
+          end)
+          if not dok then
+            say(i, c, "the module's own create failed (%s)", tostring(back))
+          else
+            local got = readback {probe.unsubst(trim(back))}
+            if not c.kernel_chooses and got ~= mine then say(i, c, "the module made %q, the kernel got %q", mine, got) end
+          end
+        end
+      end
+    end)
+    pcall(probe.teardown)
+    if not ok then error(err, 0) end
+    assert.equal(0, #out, #out .. " disagreements:\n" .. table.concat(out, "\n"))
+  end)
+end)
+
 return {cases = cases, judge = judge, disagreements = disagreements, trim = trim}

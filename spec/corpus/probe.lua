@@ -15,11 +15,15 @@
 -- losetup, keyctl and dmesg. Leaves nothing behind: every device, loop,
 -- key and file it makes is removed at the end, even after an error.
 
-local here = (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
+-- require "spec.corpus.probe" gives the measuring functions to a spec
+-- (setup, measure, subst, unsubst, teardown) instead of running.
+local LIBRARY = ... == "spec.corpus.probe"
+
+local here = LIBRARY and "spec/corpus" or (arg and arg[0] or ""):match("^(.*)/[^/]*$") or "."
 local CASES = here .. "/tables.lua"
 
 local opts = {only = nil, verbose = false, emit = false, rewrite = false}
-for _, a in ipairs(arg or {}) do
+for _, a in ipairs(not LIBRARY and arg or {}) do
   if a == "--verbose" or a == "-v" then opts.verbose = true
   elseif a == "--emit" then opts.emit = true
   elseif a == "--rewrite" then opts.rewrite = true
@@ -75,7 +79,9 @@ local function quote(s)
   end) .. '"'
 end
 
-local FIELDS = {"kernel", "stage", "errno", "table", "showkeys", "reason", "log", "note", "group"}
+-- The last three are the module's side (see spec/corpus_spec.lua), kept as they are.
+local FIELDS = {"kernel", "stage", "errno", "table", "showkeys", "reason", "log", "note", "group",
+                "module", "why", "kernel_chooses"}
 
 local HEADER = [[
 -- Device-mapper table cases with the kernel's own verdict, measured by
@@ -132,9 +138,9 @@ if opts.rewrite then
   local n = 0
   for i, c in pairs(m) do
     assert(cases[i] and cases[i][1] == c[1], "case " .. i .. " changed while measuring")
-    local keep = {note = cases[i].note, group = cases[i].group}
+    local old = cases[i]
     cases[i] = c
-    c.note, c.group = keep.note, keep.group
+    c.note, c.group, c.module, c.why, c.kernel_chooses = old.note, old.group, old.module, old.why, old.kernel_chooses
     n = n + 1
   end
   writefile(CASES, emit(cases))
@@ -153,17 +159,20 @@ local function check_env()
   end
   f:close()
 end
-check_env()
+if not LIBRARY then check_env() end
 
 local cases = load_cases()
 local pick = selected(cases)
-local W = io.popen("mktemp -d /tmp/corpus.XXXXXX"):read("l")
-assert(W and W:match("^/tmp/corpus%."), "cannot make a work directory")
+local W, shell
 
 -- One shell runs every command, so each costs one exec (execs are slow
 -- under emulation); it signals completion through a FIFO.
-assert(os.execute("mkfifo " .. W .. "/done"))
-local shell = assert(io.popen("exec sh >/dev/null 2>&1", "w"))
+local function start()
+  W = io.popen("mktemp -d /tmp/corpus.XXXXXX"):read("l")
+  assert(W and W:match("^/tmp/corpus%."), "cannot make a work directory")
+  assert(os.execute("mkfifo " .. W .. "/done"))
+  shell = assert(io.popen("exec sh >/dev/null 2>&1", "w"))
+end
 
 local function uptime() return tonumber((readfile("/proc/uptime") or "0"):match("[%d.]+")) end
 local spent = {}      -- seconds per command word, for --verbose
@@ -225,6 +234,7 @@ local function module_loaded(name)
 end
 
 local function setup()
+  start()
   fast_dmsetup()
   made.before = block_devices()
   made.brd = module_loaded("brd")
@@ -455,6 +465,11 @@ local function same(c, r)
     if c[k] ~= r[k] then return false, k end
   end
   return true
+end
+
+if LIBRARY then
+  return {setup = setup, teardown = teardown, measure = measure, subst = subst, unsubst = unsubst, cases = cases,
+          zero_loops = zero_loops, run = run}
 end
 
 local results = {}
