@@ -160,7 +160,7 @@ static void add_targets(lua_State *L, int idx, struct dm_task *dmt, const char *
 			dm_task_destroy(dmt);
 			raise_error(L, op, name, EINVAL, "target %d needs start, length, type and params", (int)i);
 		}
-		if (strcmp(type, "crypt") == 0)
+		if (opt_bool_field(L, -3, "secure", 0))
 			dm_task_secure_data(dmt);
 		lua_getfield(L, -3, "key");
 		if (!lua_isnil(L, -1) && (tok = strstr(params, "<key>"))) {
@@ -335,40 +335,65 @@ static int l_message(lua_State *L)
 	return 1;
 }
 
-/* dmsetup's rule: a crypt key in a table read back is shown as zeros, unless
- * it is a keyring reference (":size:type:desc"). */
-static void mask_crypt_key(char *params)
+/*
+ * Which word of a target type's parameters holds a secret (dm-crypt's key),
+ * as the Lua layer's declarations say: fn(type) -> word number, or nil.
+ * 0 for none; a failed answer is none too (the task must not leak).
+ */
+static int secret_word(lua_State *L, int fn, const char *type)
 {
-	char *k = strchr(params, ' ');
-	if (!k || k[1] == ':')
-		return;
-	for (k++; *k && *k != ' '; k++)
-		*k = '0';
+	int n = 0;
+	if (!fn)
+		return 0;
+	lua_pushvalue(L, fn);
+	lua_pushstring(L, type);
+	if (lua_pcall(L, 1, 1, 0) == LUA_OK)
+		n = (int)lua_tointeger(L, -1);
+	lua_pop(L, 1);
+	return n;
+}
+
+/* Word n (from 1) of params, and its end; NULL when there is no such word. */
+static char *nth_word(char *params, int n, char **end)
+{
+	char *w = params + strspn(params, " ");
+	while (*w && --n > 0) {
+		w += strcspn(w, " ");
+		w += strspn(w, " ");
+	}
+	if (!*w)
+		return NULL;
+	*end = w + strcspn(w, " ");
+	return w;
 }
 
 /*
- * With keys set, a crypt segment's hex key comes back as a Key in `key`
- * and "<key>" in params, so the table can be loaded again (snapshots copy
- * tables, rollbacks restore them) without a key byte in a Lua string.
+ * A secret word read back: a keyring reference (":size:type:desc") or "-"
+ * stays as it is. With keys set, a hex key comes back as a Key in `key` and
+ * "<key>" in params, so that the table can be loaded again (snapshots copy
+ * tables, rollbacks restore them) without a key byte in a Lua string;
+ * otherwise it is shown as zeros, as dmsetup shows it.
  */
-static void push_crypt_key(lua_State *L, const char *params)
+static void push_secret(lua_State *L, char *params, int n, int keys)
 {
-	const char *k = strchr(params, ' '), *end;
-	if (!k || k[1] == ':' || k[1] == '-')
+	char *end, *w = nth_word(params, n, &end);
+	if (!w || *w == ':' || (*w == '-' && end == w + 1))
 		return;
-	end = strchr(++k, ' ');
-	end = end ? end : k + strlen(k);
-	key_push_hex(L, k, (size_t)(end - k), "table", "table");
-	lua_setfield(L, -2, "key");
-	lua_pushlstring(L, params, (size_t)(k - params));
-	lua_pushstring(L, "<key>");
-	lua_pushstring(L, end);
-	lua_concat(L, 3);
-	lua_setfield(L, -2, "params");
+	if (keys) {
+		key_push_hex(L, w, (size_t)(end - w), "table", "table");
+		lua_setfield(L, -2, "key");
+		lua_pushlstring(L, params, (size_t)(w - params));
+		lua_pushstring(L, "<key>");
+		lua_pushstring(L, end);
+		lua_concat(L, 3);
+		lua_setfield(L, -2, "params");
+	} else
+		memset(w, '0', (size_t)(end - w));
 }
 
-/* Pushes the targets of a TABLE or STATUS task as {{start, length, type, params}}. */
-static void push_targets(lua_State *L, struct dm_task *dmt, int showkeys, int keys)
+/* Pushes the targets of a TABLE or STATUS task as {{start, length, type, params}};
+ * secret words as push_secret says (fn: the stack index of secret_word's function). */
+static void push_targets(lua_State *L, struct dm_task *dmt, int fn, int keys)
 {
 	void *next = NULL;
 	uint64_t start, length;
@@ -376,11 +401,10 @@ static void push_targets(lua_State *L, struct dm_task *dmt, int showkeys, int ke
 	int i = 0;
 	lua_newtable(L);
 	do {
-		int crypt;
+		int n;
 		next = dm_get_next_target(dmt, next, &start, &length, &type, &params);
 		if (!type)
 			continue;
-		crypt = strcmp(type, "crypt") == 0 && params;
 		lua_createtable(L, 0, 5);
 		lua_pushinteger(L, start);
 		lua_setfield(L, -2, "start");
@@ -388,10 +412,8 @@ static void push_targets(lua_State *L, struct dm_task *dmt, int showkeys, int ke
 		lua_setfield(L, -2, "length");
 		lua_pushstring(L, type);
 		lua_setfield(L, -2, "type");
-		if (crypt && keys)
-			push_crypt_key(L, params);
-		if (crypt && !showkeys)
-			mask_crypt_key(params);
+		if (params && (n = secret_word(L, fn, type)) > 0)
+			push_secret(L, params, n, keys);
 		lua_getfield(L, -1, "params");
 		if (lua_isnil(L, -1)) {
 			lua_pushstring(L, params ? params : "");
@@ -405,22 +427,24 @@ static void push_targets(lua_State *L, struct dm_task *dmt, int showkeys, int ke
 static int read_targets(lua_State *L, int type, const char *op)
 {
 	const char *name = luaL_checkstring(L, 1);
-	struct dm_task *dmt = new_task(L, type, op, name);
-	int showkeys = opt_bool_field(L, 2, "showkeys", 0);
-	int keys = type == DM_DEVICE_TABLE && opt_bool_field(L, 2, "keys", 0);
+	struct dm_task *dmt;
+	int keys = type == DM_DEVICE_TABLE && opt_bool_field(L, 2, "keys", 0), fn = 0;
+	if (lua_type(L, 2) == LUA_TTABLE && lua_getfield(L, 2, "secret") == LUA_TFUNCTION)
+		fn = lua_gettop(L);
+	dmt = new_task(L, type, op, name);
 	if (opt_bool_field(L, 2, "inactive", 0))
 		dm_task_query_inactive_table(dmt);
-	/* Crypt parameters pass through this buffer: have libdevmapper wipe it. */
+	/* Secrets pass through this buffer: have libdevmapper wipe it. */
 	dm_task_secure_data(dmt);
 	run(L, dmt, op, name, 0);
-	push_targets(L, dmt, showkeys, keys);
+	push_targets(L, dmt, fn, keys);
 	dm_task_destroy(dmt);
 	return 1;
 }
 
-/* core.dm_table(name, {inactive=, showkeys=, keys=}) */
+/* core.dm_table(name, {inactive=, keys=, secret = function(type) -> word number}) */
 static int l_table(lua_State *L) { return read_targets(L, DM_DEVICE_TABLE, "table"); }
-/* core.dm_status(name, {inactive=}) */
+/* core.dm_status(name, {inactive=, secret=}) */
 static int l_status(lua_State *L) { return read_targets(L, DM_DEVICE_STATUS, "status"); }
 
 static void set_bool(lua_State *L, const char *k, int v)

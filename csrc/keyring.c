@@ -86,13 +86,13 @@ static int l_key_unlink(lua_State *L)
 static int l_fingerprint(lua_State *L)
 {
 	static const char label[] = "lua-devmapper keyring description";
-	struct key *k = key_check(L, 1, "crypt");
+	struct key *k = key_check(L, 1, "key.fingerprint");
 	unsigned char mac[EVP_MAX_MD_SIZE];
 	unsigned int len = 0;
 	char hex[33];
 	int i;
 	if (!HMAC(EVP_sha256(), k->bytes, (int)k->size, (const unsigned char *)label, sizeof(label) - 1, mac, &len))
-		return raise_error(L, "crypt", NULL, 0, "HMAC failed: %s", openssl_reason());
+		return raise_error(L, "key.fingerprint", NULL, 0, "HMAC failed: %s", openssl_reason());
 	for (i = 0; i < 16; i++)
 		sprintf(hex + 2 * i, "%02x", mac[i]);
 	OPENSSL_cleanse(mac, sizeof(mac));

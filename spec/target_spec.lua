@@ -195,6 +195,28 @@ describe("target grammar", function()
     assert.is_nil(target.status("linear", ""))
   end)
 
+  it("parses in time linear in the input, and ends on huge input", function()
+    -- VM instructions, counted (not timed): ten times the text costs about ten times as much
+    local function cost(text, f)
+      local n = 0
+      debug.sethook(function() n = n + 1 end, "", 1000)
+      pcall(f or dm.table.parse, text)
+      debug.sethook()
+      return n
+    end
+    local function lines(k)
+      local t = {}
+      for i = 1, k do t[i] = ("%d 8 linear 7:0 %d"):format((i - 1) * 8, i) end
+      return table.concat(t, "\n")
+    end
+    local small, big = cost(lines(1000)), cost(lines(10000))
+    assert.is_true(big < 12 * small, ("1000 lines: %d, 10000 lines: %d"):format(small, big))
+    local words = ("0 8 striped 1 8 " .. ("7:0 0 "):rep(200000))
+    assert.is_true(cost(words) < 40 * cost(("0 8 striped 1 8 " .. ("7:0 0 "):rep(5000))))
+    refused(function() dm.table.parse("0 8 striped 99999999 8 " .. ("7:0 0 "):rep(100000)) end, "count 99999999 needs")
+    refused(function() dm.table.parse(("x"):rep(10 * 1024 * 1024)) end, "line 1: expected 'start length type parameters'")
+  end)
+
   it("fails with the error object, never a raw error, on any text (a bounded fuzzer)", function()
     local out, code = support.sh("build/dmlua spec/fuzz/run.lua 30000 " .. os.time())
     assert.equal(0, code, out)

@@ -147,6 +147,11 @@ function Device:reload(t, opts)
   return self
 end
 
+-- A table of that many sectors that fails every I/O (the error target).
+local function failing(sectors)
+  return dmtable {target.get("error").builder(sectors)}:targets()
+end
+
 --- Resume a device if it is suspended; if the resume fails, give it the
 -- error target so that nothing waits on it forever.
 function device.ensure_resumed(name)
@@ -157,7 +162,7 @@ function device.ensure_resumed(name)
   local sectors = 0
   local tok, live = pcall(kernel.call, "dm_table", name)
   if tok then for _, s in ipairs(live) do sectors = s.start + s.length end end
-  if sectors > 0 and pcall(kernel.call, "dm_load", name, {{start = 0, length = sectors, type = "error", params = ""}}) then
+  if sectors > 0 and pcall(kernel.call, "dm_load", name, failing(sectors)) then
     pcall(kernel.call, "dm_resume", name)
   end
 end
@@ -176,7 +181,7 @@ function Device:remove(opts)
       for _, s in ipairs(kernel.call("dm_table", self.name)) do sectors = s.start + s.length end
       if sectors > 0 then
         local ok, err = pcall(function()
-          kernel.call("dm_load", self.name, {{start = 0, length = sectors, type = "error", params = ""}})
+          kernel.call("dm_load", self.name, failing(sectors))
           swap(self, {noflush = true})
         end)
         if not ok then

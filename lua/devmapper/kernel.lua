@@ -14,6 +14,10 @@ local kernel = {
   out = io.stderr,
 }
 
+--- For table reads: secret_word(type) says which word of a target type's
+-- parameters holds a secret (set by devmapper.target from the declarations).
+kernel.secret_word = nil
+
 --- Where warnings go: bookkeeping that failed after the operation itself
 -- happened (which is therefore not an error). Replace it to collect them.
 function kernel.warn(msg)
@@ -235,6 +239,13 @@ function kernel.call(op, ...)
     return nil
   end
   kernel.count[op] = (kernel.count[op] or 0) + 1
+  if op == "dm_table" or op == "dm_status" then
+    -- the C core masks (or hands back as a Key) the words the declarations say are secret
+    local name, o = ...
+    local with = {secret = kernel.secret_word}
+    for k, v in pairs(o or {}) do with[k] = v end
+    return core[op](name, with)
+  end
   return core[op](...)
 end
 

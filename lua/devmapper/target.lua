@@ -17,9 +17,6 @@ target.Segment = Segment
 
 local registry = {}
 
--- Types without a declaration: parameters kept verbatim, the verdict left to the kernel.
-local unknown = {verbatim = true, params = {}}
-
 local function module_exists(mod)
   return package.loaded[mod] ~= nil or package.preload[mod] ~= nil
          or package.searchpath(mod, package.path) ~= nil
@@ -52,7 +49,7 @@ local COMMON = {length = true}
 --   length = function(r, ctx) -> default length, areas = function(r) -> {{dev, start, len, field}},
 --   block = function(r) -> a logical block size (bytes) the target imposes,
 --   check = function(r, ctx, fail), status = function(words) -> table,
---   before_create = function(seg, ctx)}
+--   before_create = {when = f(seg), run = f(seg, ctx), show = f(seg, ctx) -> command line}}
 function target.define(decl)
   decl.allowed = {}
   for k in pairs(COMMON) do decl.allowed[k] = true end
@@ -62,6 +59,11 @@ function target.define(decl)
     if p[2] and p[2].secret then decl.secret = true end
   end
   for _, k in ipairs(decl.extra or {}) do decl.allowed[k] = true end
+  -- where the secret is in the kernel's text: its word, if every parameter before it is one word
+  for i, p in ipairs(decl.params) do
+    if p.list or (p[2] and p[2].options) then break end
+    if p[2] and p[2].secret then decl.secret_word = i break end
+  end
   decl.builder = function(...)
     local fields = decl.new(...)
     if decl.secret then return check.redacted(target.build, decl, fields) end
@@ -296,7 +298,7 @@ local function format_params(decl, r, ctx, mode, out)
         for _, x in ipairs(o) do add(x) end
       end
     elseif kind.secret then
-      w[#w + 1] = key_word(r, p, mode, out)
+      add(key_word(r, p, mode, out))
     else
       add(kind.format(r[name], ctx))
     end
@@ -422,6 +424,12 @@ end
 
 function Segment:__tostring()
   return tostring(require("devmapper.table") {self})
+end
+
+-- Table reads ask which word of a type's text is secret, to mask it in C.
+require("devmapper.kernel").secret_word = function(type_name)
+  local d = target.get(type_name)
+  return d and d.secret_word
 end
 
 return target
