@@ -1,4 +1,5 @@
 /* Block-device facts, read from sysfs by major:minor (no device is opened). */
+#include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
 #include <stdio.h>
@@ -74,6 +75,25 @@ static void push_holders(lua_State *L, unsigned ma, unsigned mi)
 	closedir(d);
 }
 
+/* "major:minor" in plain decimal, nothing before or after (sscanf would
+ * take "+7:0", "7:0:0" or "7:0 x"); 0 when dev is not that. */
+static int devno(const char *dev, unsigned *ma, unsigned *mi)
+{
+	char *end;
+	unsigned long a, b;
+	if (!isdigit((unsigned char)dev[0]))
+		return 0;
+	a = strtoul(dev, &end, 10);
+	if (*end != ':' || !isdigit((unsigned char)end[1]))
+		return 0;
+	b = strtoul(end + 1, &end, 10);
+	if (*end || a > 0xfff || b > 0xfffff)
+		return 0;
+	*ma = (unsigned)a;
+	*mi = (unsigned)b;
+	return 1;
+}
+
 /*
  * core.blkdev(dev[, brief]) where dev is a path to a block device or
  * "major:minor" -> {path, major, minor, sectors, logical_block_size,
@@ -88,7 +108,7 @@ static int l_blkdev(lua_State *L)
 	unsigned ma, mi;
 	char buf[4096];
 	struct stat st;
-	if (sscanf(dev, "%u:%u", &ma, &mi) != 2) {
+	if (!devno(dev, &ma, &mi)) {
 		if (stat(dev, &st) != 0)
 			return raise_error(L, "blkdev", dev, errno, "cannot stat");
 		if (!S_ISBLK(st.st_mode))

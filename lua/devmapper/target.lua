@@ -320,7 +320,11 @@ local function check_areas(decl, r, ctx, fail)
   for _, a in ipairs(areas) do
     local dev, start, len, name = a[1], a[2], a[3], a[4]
     local f = ctx.facts(dev)
-    if f and len and f.sectors > 0 then
+    if f and f.sectors == 0 then
+      -- the kernel would map it (an empty device skips its size check): never what is meant
+      fail(name, "%s is empty (0 sectors)", ctx.name(dev))
+    end
+    if f and len then
       if start >= f.sectors then
         fail(name, "%d is past the end of %s (%d sectors)", start, ctx.name(dev), f.sectors)
       elseif len > f.sectors - start then
