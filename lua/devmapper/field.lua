@@ -73,7 +73,7 @@ function field.number(o)
     if o.power_of_2 and v & (v - 1) ~= 0 then return nil, ("must be a power of 2 (it is %d)"):format(v) end
     return v
   end
-  local kind = {form = form, number = true}
+  local kind = {}
   function kind.text(w)
     local digits = w:match(pattern)
     if not digits then return nil, "must be " .. form end
@@ -98,14 +98,13 @@ function field.number(o)
   return kind
 end
 
--- The kinds every target uses.
-field.sector = field.number {parser = "scanf", sectors = true}            -- sscanf "%llu%c" into sector_t
-field.sector_kstrto = field.number {parser = "kstrto", sectors = true}
+--- Sectors, as sscanf("%llu%c") reads them into a sector_t (offsets, lengths).
+field.sector = field.number {parser = "scanf", sectors = true}
 
 --- A device: "major:minor" or a path in text; a Loop, a Device, a path,
 -- "major:minor" or (in a stack) a member's name from Lua. Always formatted
 -- as major:minor, which is what the kernel prints.
-field.device = {form = "a device"}
+field.device = {}
 
 function field.device.text(w)
   local ma, mi = w:match("^(%d+):(%d+)$")
@@ -132,28 +131,11 @@ end
 
 function field.device.format(v, ctx) return ctx.dev(v) end
 
---- One word from a set (a kernel enum).
--- @tparam table values the words as the kernel prints them
--- @tparam[opt] table o {fold = true: the kernel compares without case}
-function field.enum(values, o)
-  local by = {}
-  for _, v in ipairs(values) do by[o and o.fold and v:upper() or v] = v end
-  local kind = {form = "one of " .. table.concat(values, ", ")}
-  local function get(w)
-    local v = type(w) == "string" and by[o and o.fold and w:upper() or w]
-    if not v then return nil, "must be " .. kind.form end
-    return v
-  end
-  kind.text, kind.lua = get, get
-  function kind.format(v) return v end
-  return kind
-end
-
 --- A word of the kernel's choosing (a cipher, a policy name): any word
 -- without white space; the kernel gives the verdict.
 -- @tparam[opt] function rule(w) -> nil or the rule broken
 function field.word(rule)
-  local kind = {form = "a word"}
+  local kind = {}
   function kind.text(w)
     local why = rule and rule(w)
     if why then return nil, why end
@@ -183,7 +165,7 @@ function field.options(spec)
   -- the kernel compares option names without case (strcasecmp)
   local function canon(n) return spec.fold and n:lower() or n end
   local names = table.concat(spec.order, ", ")
-  local kind = {form = "options", options = true, max = spec.max}
+  local kind = {options = true, max = spec.max}
   -- one argument word into map m, or the rule broken
   local function add(m, w)
     local name, value = w:match("^([^:]+):(.*)$")
@@ -272,7 +254,7 @@ end
 -- (decoded at once into a Key, so no table holds key bytes in a string),
 -- a kernel keyring reference ":<size>:<type>:<description>", or "-" (no key).
 -- Keys never appear in messages.
-field.key = {form = "a key", secret = true}
+field.key = {secret = true}
 
 function field.key.text(w)
   if w == "-" then return "-" end

@@ -8,10 +8,10 @@ local size = require "devmapper.size"
 local target = require "devmapper.target"
 
 local Table = {__name = "devmapper.Table"}
+Table.__index = Table
 
 -- The kernel's largest device: its size in bytes must fit a signed 64-bit offset.
 local MAX_SECTORS = math.maxinteger >> 9
-Table.__index = Table
 
 local M = {}
 

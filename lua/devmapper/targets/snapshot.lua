@@ -15,7 +15,7 @@ local target = require "devmapper.target"
 -- from Lua also persistent = true ("P") or false ("N"). The kernel reads only
 -- the first two letters, so anything else is refused here.
 local stores = {P = "P", PO = "PO", N = "N"}
-local store = {form = "P, PO or N"}
+local store = {}
 function store.text(w)
   local v = stores[w:upper()]
   if not v then return nil, "must be P (persistent), PO (persistent, overflow) or N (transient)" end
