@@ -17,7 +17,7 @@ build = {
       sources = {"csrc/core.c", "csrc/dm.c", "csrc/loop.c", "csrc/blkdev.c", "csrc/secure.c",
                   "csrc/kdf.c", "csrc/keyinput.c", "csrc/keyring.c",
                   "csrc/preflight.c", "csrc/critical.c",
-                  "csrc/lock.c"},
+                  "csrc/lock.c", "csrc/spawn.c"},
       libraries = {"devmapper", "crypto"},
       incdirs = {"$(DEVMAPPER_INCDIR)", "$(OPENSSL_INCDIR)"},
       libdirs = {"$(DEVMAPPER_LIBDIR)", "$(OPENSSL_LIBDIR)"},

@@ -123,5 +123,6 @@ int luaopen_devmapper_core(lua_State *L)
 	preflight_open(L);
 	critical_open(L);
 	lock_open(L);
+	spawn_open(L);
 	return 1;
 }

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/sysmacros.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <libdevmapper.h>
@@ -83,11 +84,60 @@ static void setup_udev(void)
 	}
 }
 
+/* How long an operation waits for udev to finish with its events before it
+ * goes on without udev (seconds; core.dm_udev_timeout). */
+static double udev_timeout = 30;
+/* What the last operation's wait gave up on; handed to Lua once. */
+static char udev_note[256];
+
+/*
+ * Waits for udev to finish with the cookie's events, at most udev_timeout
+ * seconds. Past that the cookie is completed on udev's behalf (as `dmsetup
+ * udevcomplete` would), libdevmapper checks the /dev/mapper node itself,
+ * and the note says what was stuck.
+ */
+static void udev_wait(uint32_t cookie, const char *op, const char *name)
+{
+	struct timespec nap = {0, 1000000};
+	double waited = 0;
+	int ready = 0;
+	if (!cookie || !dm_udev_get_sync_support()) {
+		dm_udev_wait(cookie); /* no udev: makes the nodes, never waits */
+		return;
+	}
+	while (dm_udev_wait_immediate(cookie, &ready) && !ready) {
+		if (waited >= udev_timeout) {
+			snprintf(udev_note, sizeof udev_note,
+			         "%s '%s': udev did not finish with its events within %g s "
+			         "(is systemd-udevd running and handling events?); "
+			         "went on without it", op, name ? name : "", udev_timeout);
+			dm_udev_complete(cookie);
+			dm_udev_wait(cookie);
+			return;
+		}
+		nanosleep(&nap, NULL);
+		waited += nap.tv_nsec / 1e9;
+		if (nap.tv_nsec < 64000000) /* 1 ms, doubling up to 64 ms */
+			nap.tv_nsec *= 2;
+	}
+}
+
+/* Return value of an operation that waits for udev: the note, if any. */
+static int udev_result(lua_State *L)
+{
+	if (!udev_note[0])
+		return 0;
+	lua_pushstring(L, udev_note);
+	udev_note[0] = '\0';
+	return 1;
+}
+
 static struct dm_task *new_task(lua_State *L, int type, const char *op, const char *name)
 {
 	struct dm_task *dmt;
 	setup_udev();
 	last_log[0] = '\0';
+	udev_note[0] = '\0';
 	if (!(dmt = dm_task_create(type))) /* e.g. no device-mapper in this kernel */
 		raise_error(L, op, name, 0, "%s", last_log[0] ? last_log : "cannot create task");
 	if (name && !dm_task_set_name(dmt, name)) {
@@ -122,7 +172,7 @@ static void run(lua_State *L, struct dm_task *dmt, const char *op, const char *n
 	kmsg_mark();
 	ok = dm_task_run(dmt);
 	if (udev)
-		dm_udev_wait(cookie);
+		udev_wait(cookie, op, name);
 	if (!ok)
 		task_error(L, dmt, op, name);
 }
@@ -148,23 +198,29 @@ static void add_targets(lua_State *L, int idx, struct dm_task *dmt, const char *
 	for (i = 1; i <= n; i++) {
 		lua_Integer start, length;
 		const char *type, *params, *tok;
+		size_t tlen = 0, plen = 0;
 		int ok = 1;
 		lua_geti(L, idx, i);
 		start = opt_int_field(L, -1, "start", -1);
 		length = opt_int_field(L, -1, "length", -1);
 		lua_getfield(L, -1, "type");
 		lua_getfield(L, -2, "params");
-		type = lua_tostring(L, -2);
-		params = lua_tostring(L, -1);
+		type = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &tlen) : NULL;
+		params = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &plen) : NULL;
 		if (!type || !params || start < 0 || length < 0) {
 			dm_task_destroy(dmt);
 			raise_error(L, op, name, EINVAL, "target %d needs start, length, type and params", (int)i);
+		}
+		/* C would end the text at a NUL: the kernel would get less than was written */
+		if (strlen(type) != tlen || strlen(params) != plen) {
+			dm_task_destroy(dmt);
+			raise_error(L, op, name, EINVAL, "target %d holds a NUL byte", (int)i);
 		}
 		if (opt_bool_field(L, -3, "secure", 0))
 			dm_task_secure_data(dmt);
 		lua_getfield(L, -3, "key");
 		if (!lua_isnil(L, -1) && (tok = strstr(params, "<key>"))) {
-			size_t ksize, plen = strlen(params), len, j;
+			size_t ksize, len, j;
 			const unsigned char *k = key_bytes(L, -1, &ksize);
 			char *buf;
 			len = plen - 5 + 2 * ksize + 1;
@@ -229,7 +285,7 @@ static int l_create(lua_State *L)
 	int ok = dm_task_set_cookie(dmt, &cookie, 0);
 	kmsg_mark();
 	ok = ok && dm_task_run(dmt);
-	dm_udev_wait(cookie);
+	udev_wait(cookie, "create", name);
 	if (!ok) {
 		char reason[512];
 		int err = dm_task_get_errno(dmt);
@@ -240,7 +296,7 @@ static int l_create(lua_State *L)
 		if (dmt && dm_task_set_name(dmt, name)) {
 			dm_task_set_cookie(dmt, &cookie, 0);
 			dm_task_run(dmt);
-			dm_udev_wait(cookie);
+			udev_wait(cookie, "create", name);
 		}
 		if (dmt)
 			dm_task_destroy(dmt);
@@ -249,7 +305,7 @@ static int l_create(lua_State *L)
 		                   reason[0] ? "" : "resume failed");
 	}
 	dm_task_destroy(dmt);
-	return 0;
+	return udev_result(L);
 }
 
 /* core.dm_load(name, targets, {readonly=}): into the inactive slot. */
@@ -268,7 +324,7 @@ static int l_load(lua_State *L)
 }
 
 static int l_clear(lua_State *L) { simple(L, DM_DEVICE_CLEAR, "clear", 0); return 0; }
-static int l_resume(lua_State *L) { simple(L, DM_DEVICE_RESUME, "resume", 1); return 0; }
+static int l_resume(lua_State *L) { simple(L, DM_DEVICE_RESUME, "resume", 1); return udev_result(L); }
 
 /* core.dm_suspend(name, {noflush=, nolockfs=}) */
 static int l_suspend(lua_State *L)
@@ -295,7 +351,7 @@ static int l_remove(lua_State *L)
 		dm_task_deferred_remove(dmt);
 	run(L, dmt, "remove", name, 1);
 	dm_task_destroy(dmt);
-	return 0;
+	return udev_result(L);
 }
 
 /* core.dm_rename(name, newname) */
@@ -310,7 +366,7 @@ static int l_rename(lua_State *L)
 	}
 	run(L, dmt, "rename", name, 1);
 	dm_task_destroy(dmt);
-	return 0;
+	return udev_result(L);
 }
 
 /* core.dm_message(name, sector, message) -> response or nil */
@@ -580,6 +636,18 @@ static int l_udev(lua_State *L)
 	return 1;
 }
 
+/* core.dm_udev_timeout([seconds]) -> the bound on each wait for udev */
+static int l_udev_timeout(lua_State *L)
+{
+	if (!lua_isnoneornil(L, 1)) {
+		double t = luaL_checknumber(L, 1);
+		luaL_argcheck(L, t >= 0, 1, "must be at least 0");
+		udev_timeout = t;
+	}
+	lua_pushnumber(L, udev_timeout);
+	return 1;
+}
+
 void mapper_open(lua_State *L)
 {
 	static const luaL_Reg f[] = {
@@ -588,7 +656,7 @@ void mapper_open(lua_State *L)
 		{"dm_rename", l_rename}, {"dm_message", l_message}, {"dm_table", l_table},
 		{"dm_status", l_status}, {"dm_info", l_info}, {"dm_deps", l_deps},
 		{"dm_list", l_list}, {"dm_version", l_version}, {"dm_targets", l_targets},
-		{"dm_udev", l_udev}, {NULL, NULL}};
+		{"dm_udev", l_udev}, {"dm_udev_timeout", l_udev_timeout}, {NULL, NULL}};
 	dm_log_with_errno_init(capture_log);
 	luaL_setfuncs(L, f, 0);
 }

@@ -109,6 +109,7 @@ static void usage(void)
 	        "  --trace   print each kernel operation as a dmsetup/losetup command\n"
 	        "  --dry-run perform no kernel operation, print what would be done\n"
 	        "  --sandbox run in a throwaway VM with a real device-mapper kernel\n"
+	        "  --udev    with --sandbox: run systemd-udevd in the VM, as on a real machine\n"
 	        "  --        stop handling options\n"
 	        "  -         stop handling options and execute stdin\n",
 	        progname);
@@ -280,7 +281,7 @@ static int sandbox(lua_State *L, char **argv, int argc, int first)
 	lua_pushstring(L, self);
 	lua_rawseti(L, -2, j++);
 	for (i = 1; i < argc; i++)
-		if (i >= first || strcmp(argv[i], "--sandbox") != 0) {
+		if (i >= first || (strcmp(argv[i], "--sandbox") != 0 && strcmp(argv[i], "--udev") != 0)) {
 			lua_pushstring(L, argv[i]);
 			lua_rawseti(L, -2, j++);
 		}
@@ -291,7 +292,7 @@ static int sandbox(lua_State *L, char **argv, int argc, int first)
 }
 
 struct opts {
-	int script, interactive, version, noenv, warn, sandbox, exec_stdin;
+	int script, interactive, version, noenv, warn, sandbox, udev, exec_stdin;
 };
 
 /* Checks the options; returns the index of the script (or argc), -1 on error. */
@@ -312,6 +313,8 @@ static int collect(char **argv, int argc, struct opts *o)
 			setenv("DMLUA_DRY_RUN", "1", 1);
 		else if (strcmp(a, "--sandbox") == 0)
 			o->sandbox = 1;
+		else if (strcmp(a, "--udev") == 0)
+			o->udev = 1;
 		else if (strcmp(a, "-i") == 0)
 			o->interactive = o->version = 1;
 		else if (strcmp(a, "-v") == 0)
@@ -367,7 +370,14 @@ static int pmain(lua_State *L)
 	createargtable(L, argv, argc, script);
 	lua_gc(L, LUA_GCRESTART);
 	lua_gc(L, LUA_GCGEN, 0, 0);
+	if (o.udev && !o.sandbox) {
+		fprintf(stderr, "%s: '--udev' needs '--sandbox'\n", progname);
+		usage();
+		return 0;
+	}
 	if (o.sandbox) {
+		if (o.udev)
+			setenv("DMLUA_SANDBOX_UDEV", "1", 1);
 		lua_pushinteger(L, sandbox(L, argv, argc, script));
 		return 1;
 	}

@@ -28,6 +28,7 @@ void keyring_open(lua_State *L);
 void preflight_open(lua_State *L);
 void critical_open(lua_State *L);
 void lock_open(lua_State *L);
+void spawn_open(lua_State *L);
 
 /* secure.c: locked memory, and the devmapper.Key that holds it. */
 #define KEY_TYPE "devmapper.Key"

@@ -335,6 +335,10 @@ static int l_ring_drop(lua_State *L)
 		return lua_pushboolean(L, 0), 1;
 	if (syscall(SYS_keyctl, KEYCTL_CLEAR, id) < 0)
 		return raise_error(L, "ring.drop", ring, errno, "cannot clear the keyring");
+	/* out of @u's list now: an invalidated keyring stays listed there until
+	 * the kernel's garbage collector runs */
+	if (syscall(SYS_keyctl, KEYCTL_UNLINK, id, KEY_SPEC_USER_KEYRING) == 0)
+		return lua_pushboolean(L, 1), 1;
 	if (take_out(id) < 0)
 		return raise_error(L, "ring.drop", ring, errno, "cannot take the keyring out of the user keyring");
 	lua_pushboolean(L, 1);

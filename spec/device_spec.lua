@@ -180,8 +180,57 @@ describe("device #kernel", function()
     assert.equal(before, dm.kernel.total(), "no ioctl was made")
   end)
 
+  it("refuses a target that holds a NUL byte in C, before the kernel", function()
+    local core = require "devmapper.core"
+    for _, t in ipairs {{start = 0, length = 8, type = "zero\0x", params = ""},
+                        {start = 0, length = 8, type = "error", params = "a\0b"}} do
+      local ok, err = pcall(core.dm_create, "spec-nul", {t})
+      assert.is_false(ok)
+      assert.matches("holds a NUL byte", tostring(err), 1, true)
+      assert.is_nil(core.dm_info("spec-nul"))
+    end
+  end)
+
   it("synchronises with udev only when udev runs", function()
-    local udev = io.open("/run/udev/control") ~= nil
+    local udev = os.execute("test -S /run/udev/control") == true
     assert.equal(udev, require("devmapper.core").dm_udev())
+  end)
+
+  it("waits for udev at most its bound, then goes on, says what was stuck, and has the node", function()
+    local l1 = support.loops(1)
+    local warnings, warn, bound = {}, dm.kernel.warn, dm.kernel.udev_timeout()
+    dm.kernel.warn = function(m) warnings[#warnings + 1] = m end
+    support.defer(function() dm.kernel.warn = warn; dm.kernel.udev_timeout(bound) end)
+    if not require("devmapper.core").dm_udev() then
+      -- no udev (the other lane): the module makes the node and never waits
+      local dev = dm.create("spec-noudev", dm.linear(l1))
+      assert.is_true(support.opens(dev.path))
+      dev:remove()
+      assert.is_false(support.opens(dev.path))
+      assert.same({}, warnings)
+      return
+    end
+    local udevd = support.sh("pidof systemd-udevd"):match("^[%d ]+")
+    assert.truthy(udevd, "systemd-udevd is not running")
+    assert(os.execute("kill -STOP " .. udevd))
+    support.defer(function() os.execute("kill -CONT " .. udevd) end)
+    dm.kernel.udev_timeout(1)
+    local t0 = os.time()
+    local dev = dm.create("spec-udev-stuck", dm.linear(l1))
+    assert.is_true(os.time() - t0 <= 5, "the wait was not bounded")
+    assert.matches("create 'spec-udev-stuck': udev did not finish with its events within 1 s", warnings[1] or "", 1, true)
+    assert.is_true(support.opens(dev.path), "no node for " .. dev.path)
+    dev:remove()
+    assert.matches("remove 'spec-udev-stuck': udev did not finish", warnings[#warnings], 1, true)
+    assert.is_nil(dev:info())
+    assert.is_false(support.opens(dev.path))
+    -- once udev runs again, operations wait for it as before
+    assert(os.execute("kill -CONT " .. udevd))
+    dm.kernel.udev_timeout(bound)
+    local n = #warnings
+    local again = dm.create("spec-udev-again", dm.linear(l1))
+    assert.is_true(support.opens(again.path))
+    again:remove()
+    assert.equal(n, #warnings, table.concat(warnings, "\n"))
   end)
 end)

@@ -1,5 +1,27 @@
 -- The sandbox runner, from the host's side: these boot real VMs.
 local sandbox = require "devmapper.sandbox"
+local support = require "spec.support"
+after_each(support.cleanup)
+
+-- Start `dmlua --sandbox` on a script in the background; returns its pid, a
+-- way to read its output, and the lines up to the guest's "ready".
+local function start(script, env)
+  local dir = support.tmpdir()
+  local f = assert(io.open(dir .. "/script.lua", "w"))
+  f:write(script)
+  f:close()
+  local p = io.popen(("%s sh -c 'echo $$; exec build/dmlua --sandbox %s/script.lua' 2>&1; echo \"rc=$?\"")
+                     :format(env or "", dir))
+  local pid = p:read("l")
+  local seen = {}
+  repeat
+    local line = p:read("l")
+    seen[#seen + 1] = line
+  until not line or line == "ready" or line:match("^rc=")
+  return {p = p, pid = pid, seen = table.concat(seen, "\n")}
+end
+
+local function alive(pid) return os.execute("kill -0 " .. pid .. " 2>/dev/null") == true end
 
 describe("sandbox", function()
   it("quotes any argument for sh", function()
@@ -23,7 +45,8 @@ describe("sandbox", function()
     io.open(("%s/initramfs-%s-00000000.gz"):format(dir, ver), "w"):close()
     os.remove(initrd)
     assert.equal(initrd, sandbox.initramfs(ver))
-    local p = io.popen("ls " .. sandbox.quote(dir))
+    -- (other files in the cache, such as another version's, are not ours to judge)
+    local p = io.popen("cd " .. sandbox.quote(dir) .. " && ls initramfs-" .. sandbox.quote(ver) .. "-*.gz")
     assert.equal(name .. "\n", p:read("a"))
     p:close()
   end)
@@ -48,5 +71,59 @@ describe("sandbox", function()
     local text = p:read("a")
     p:close()
     assert.matches("^%d+%.%d+%.%d+\nrc=3\n$", text)
+  end)
+
+  it("passes SIGTERM on to the command in the VM, which undoes its scope and exits 143", function()
+    local h = start([[
+local dm = require "devmapper"
+local loop
+local ok, err = pcall(function()
+  local s <close> = dm.scope()
+  local l = dm.loop.create("/tmp/sbsig-store", "1MiB")
+  loop = l.path
+  dm.create("sbsig", dm.linear(l))
+  print("ready") io.stdout:flush()
+  while true do end
+end)
+print(("left: %d devices, loop %s; %s"):format(#dm.list(), tostring(require("devmapper.core").loop_info(loop)),
+                                             tostring(err)))
+error(err, 0)
+]])
+    assert.equal("ready", h.seen:match("[^\n]*$"), h.seen)
+    assert(os.execute("kill -TERM " .. h.pid))
+    local rest = h.p:read("a")
+    h.p:close()
+    assert.matches("left: 0 devices, loop nil; signal: interrupted by SIGTERM\n", rest, 1, true)
+    assert.matches("\nrc=143\n$", rest)
+  end)
+
+  it("never leaves its VM behind: SIGKILL takes QEMU with it; a second signal ends the VM at once", function()
+    local script = 'print("ready") io.stdout:flush() while true do end\n'
+    local h = start(script)
+    local qemu = io.popen("pgrep -P " .. h.pid):read("l")
+    assert.truthy(qemu, "no QEMU under dmlua " .. h.pid)
+    assert(os.execute("kill -KILL " .. h.pid))
+    h.p:read("a")
+    h.p:close()
+    for _ = 1, 50 do if not alive(qemu) then break end require("devmapper.core").sleep(0.1) end
+    assert.is_false(alive(qemu), "QEMU " .. qemu .. " outlived dmlua")
+    -- the guest's command ignores the first signal: the second ends the VM
+    h = start('print("ready") io.stdout:flush() while true do pcall(function() while true do end end) end\n')
+    qemu = io.popen("pgrep -P " .. h.pid):read("l")
+    assert(os.execute("kill -HUP " .. h.pid))
+    require("devmapper.core").sleep(0.5)
+    assert(os.execute("kill -HUP " .. h.pid))
+    local rest = h.p:read("a")
+    h.p:close()
+    assert.matches("rc=125\n$", rest)
+    assert.is_false(alive(qemu))
+  end)
+
+  it("ends a VM that runs past its timeout", function()
+    local p = io.popen("DMLUA_SANDBOX_TIMEOUT=1 build/dmlua --sandbox -e 'print(1)' 2>&1; echo \"rc=$?\"")
+    local text = p:read("a")
+    p:close()
+    assert.matches("the VM timed out after 1 s", text, 1, true)
+    assert.matches("rc=125\n$", text)
   end)
 end)

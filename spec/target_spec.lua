@@ -96,6 +96,46 @@ describe("target grammar", function()
       origin = "7:0", cow = "7:1", length = 8, features = {"discard_passdown_origin", "discard_zeroes_cow"}}}):match(" P 8(.*)$"))
     refused(function() dm.snapshot {origin = "7:0", cow = "7:1", features = "discard_passdown_origin"} end,
             "option 'discard_passdown_origin' needs option 'discard_zeroes_cow'")
+    -- flags in any case (strcasecmp); options with a value exactly (the kernel's sscanf)
+    assert.equal(" 1 allow_discards", text {"ALLOW_DISCARDS"})
+    refused(function() dm.table.parse("0 8 crypt aes :32:logon:x 0 7:0 0 1 SECTOR_SIZE:4096") end, "unknown option")
+    refused(function() text {"Sector_size:4096"} end, "unknown option")
+    refused(function() text {SECTOR_SIZE = 4096} end, "unknown option")
+    -- the same option twice, in any case and any order of a map, is refused every time
+    for _ = 1, 20 do
+      refused(function() text {ALLOW_DISCARDS = false, allow_discards = true} end, "is given twice")
+    end
+    refused(function() text {[1] = "allow_discards", [3] = "same_cpu_crypt"} end, "without holes")
+    -- the top-level sector_size is the option, given once
+    assert.equal(" 1 sector_size:4096",
+                 tostring(dm.table {dm.crypt {"7:0", key = k, length = 8, sector_size = 4096}}):match(" 7:0 0(.*)$"))
+    refused(function() dm.crypt {"7:0", key = k, sector_size = 4096, options = {sector_size = 512}} end, "given twice")
+    refused(function() dm.crypt {"7:0", key = k, sector_size = 4096, options = "sector_size:512"} end, "given twice")
+  end)
+
+  it("takes each builder field once, by position or by name, and refuses the rest", function()
+    local k = dm.key.random(32)
+    refused(function() dm.linear("7:0", {dev = "7:1"}) end, "field 'dev' is given twice")
+    refused(function() dm.origin("7:0", {origin = "7:1"}) end, "field 'origin' is given twice")
+    refused(function() dm.crypt {"7:0", dev = "7:1", key = k} end, "field 'dev' is given twice")
+    refused(function() dm.snapshot {"7:0", "7:1", cow = "7:3"} end, "field 'cow' is given twice")
+    refused(function() dm.snapshot {"7:0", "7:1", "7:3"} end, "value [3] has no field")
+    refused(function() dm.linear("7:0", 8) end, "linear: expected a table of fields, got number")
+    refused(function() dm.origin("7:0", "x") end, "expected a table of fields, got string")
+    refused(function() dm.striped {chunk = 16, "7:0", [3] = "7:1"} end, "listed from 1 without holes")
+    refused(function() dm.striped {chunk = 16, "7:0", {"7:1", offest = 8}} end, "stripe 2 has no field 'offest'")
+    refused(function() dm.striped {chunk = 16, "7:0", {"7:1", 8}} end, "stripe 2 has no field")
+    refused(function() dm.striped {chunk = 16, "7:0", stripes = {{dev = "7:1"}}} end, "field 'stripes' is given twice")
+    refused(function() dm.striped {chunk = 16, stripes = {{dev = "7:1", ofset = 2}}} end, "has no field 'ofset'")
+    refused(function() dm.striped {chunk = 16, stripes = {"7:1"}} end, "stripes[1]' must be a table")
+    refused(function() dm.snapshot {origin = "7:0", cow = "7:1", reuse = "no"} end, "field 'reuse' must be true or false")
+    refused(function() dm.crypt {"7:0", key = k, keyring = 0} end, "field 'keyring' must be true or false")
+    -- a key is a Key, "-" or a keyring reference; never a table that looks like one
+    refused(function() dm.crypt {"7:0", key = {ref = ":32:logon:x"}} end, "field 'key' must be a dm.key object")
+    refused(function() dm.crypt {"7:0", key = {ref = ("00"):rep(16), size = 16}} end, "field 'key' must be a dm.key")
+    refused(function() dm.crypt {"7:0", key = ":32:logon:x 0 7:1 0"} end, "field 'key' must be one word")
+    assert.equal("0 8 crypt aes-xts-plain64 :32:logon:devmapper:mine 0 7:0 0",
+                 tostring(dm.table {dm.crypt {"7:0", key = ":32:logon:devmapper:mine", length = 8}}))
   end)
 
   it("reads every word or refuses the table: nothing is dropped", function()
@@ -116,12 +156,29 @@ describe("target grammar", function()
     assert.equal("0 8 flakey 7:0 0 1 1 1 drop_writes", parse_ok("0 8 flakey   7:0 0 1 1 1 drop_writes  "))
   end)
 
-  it("splits words as the kernel does: backslash escapes, and 0xA0 is white space", function()
-    assert.same({"a b", "c\\", "d"}, field.split("a\\ b  c\\\\ d"))
+  it("splits words as the kernel gets them: a backslash is an ordinary byte, 0xA0 is white space", function()
+    -- libdevmapper doubles every backslash it sends, so the kernel never joins two words
+    assert.same({"a\\", "b", "c\\\\", "d"}, field.split("a\\ b  c\\\\ d"))
     assert.same({"x", "y"}, field.split("x\xa0y"))
-    assert.same({"end\\"}, field.split("end\\"))
-    assert.equal("0 8 linear 7:0 0", parse_ok("0 8 linear 7\\:0 0"))
-    assert.equal("a\\ b", field.escape("a b"))
+    refused(function() dm.table.parse("0 16 linear 7:0 1\\6") end, "field 'offset' must be a decimal integer")
+    refused(function() dm.table.parse("0 16 snapshot 7:0 7:1 P 1\\6") end, "field 'chunk' must be a decimal integer")
+    assert.equal("0 8 linear 7\\:0 0", parse_ok("0 8 linear 7\\:0 0"))
+    -- from Lua, a word that would not reach the kernel as one word is refused
+    refused(function() dm.linear("/dev/my disk") end, "field 'dev' must be one word")
+    refused(function() dm.linear("/dev/a\0b") end, "field 'dev' must be one word")
+    refused(function() dm.crypt {"7:0", cipher = "aes#x", key = dm.key.random(32)} end, "field 'cipher' must not hold '#'")
+  end)
+
+  it("refuses a NUL byte anywhere in table text (the C core would end the text there)", function()
+    refused(function() dm.table.parse("0 16 linear\0 7:0 18446744073709551632") end, "NUL")
+    refused(function() dm.table.parse("0 16 zero\n16 8 error x\0y") end, "line 2")
+  end)
+
+  it("reads '#' as dmsetup does: a comment in the parameters, part of a word before them", function()
+    assert.equal("0 16 linear 7:0 0", parse_ok("0 16 linear 7:0 0 # the whole of l1"))
+    assert.equal("0 8 zero#x", parse_ok("0 8 zero#x"))      -- an unknown type: the kernel refuses it
+    refused(function() dm.table.parse("0 16 linear 7:0#x 0") end, "field 'offset' is missing")
+    assert.equal("", parse_ok("# only a comment\n   # another"))
   end)
 
   it("checks devices: major and minor in range, paths kept for the kernel to find", function()
@@ -136,7 +193,7 @@ describe("target grammar", function()
     local function v(t) return function() dm.table(t):validate(devs) end end
     v {dm.linear("7:3", {offset = 8, length = 8})}()
     refused(v {dm.linear("7:3", {offset = 4, length = 8})}, "field 'offset' offset 4 must be a multiple of 8 sectors")
-    refused(v {dm.linear("7:3", {offset = 8, length = 4})}, "length 4 must be a multiple of 8 sectors")
+    refused(v {dm.linear("7:3", {offset = 8, length = 4})}, "field 'length' 4 must be a multiple of 8 sectors")
     refused(v {dm.linear("7:0", {offset = 4000, length = 100})}, "must fit in the device: 100 sectors at offset 4000")
     refused(v {dm.linear("7:0", {offset = 4096})}, "field 'length' must be more than 0")
     refused(v {dm.linear("7:0", {offset = 4096, length = 8})}, "field 'offset' 4096 is past the end of /dev/loop0")

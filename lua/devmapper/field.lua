@@ -12,39 +12,24 @@ local field = {}
 local MAXINT = math.maxinteger
 local U32 = 0xffffffff
 
---- The kernel's own word splitting (dm_split_args): runs of white space
--- separate words, a backslash makes the next byte part of the word.
--- White space is the kernel's isspace: \t \n \v \f \r, space and 0xA0.
+--- Words as the kernel gets them: runs of white space separate words
+-- (the kernel's isspace: \t \n \v \f \r, space and 0xA0). A backslash is
+-- an ordinary byte: libdevmapper doubles each one it sends (dmsetup's text
+-- and the module's alike), so the kernel's splitter never joins two words.
 -- @tparam string s
 -- @treturn {string,...}
 function field.split(s)
-  local words, i, n = {}, 1, #s
-  while true do
-    while i <= n and s:find("^[\t\n\v\f\r \xa0]", i) do i = i + 1 end
-    if i > n then return words end
-    local w = {}
-    while i <= n do
-      local c = s:sub(i, i)
-      if c == "\\" and i < n then
-        w[#w + 1] = s:sub(i + 1, i + 1)
-        i = i + 2
-      elseif c:find("^[\t\n\v\f\r \xa0]") then
-        break
-      else
-        local j = s:find("[\t\n\v\f\r \xa0\\]", i) or n + 1
-        if j == i then j = i + 1 end -- a lone backslash at the very end
-        w[#w + 1] = s:sub(i, j - 1)
-        i = j
-      end
-    end
-    words[#words + 1] = table.concat(w)
-    i = i + 1
-  end
+  local words = {}
+  for w in s:gmatch("[^\t\n\v\f\r \xa0]+") do words[#words + 1] = w end
+  return words
 end
 
---- A word as the kernel will split it back: white space and backslashes escaped.
-function field.escape(w)
-  return (w:gsub("[\t\n\v\f\r \xa0\\]", "\\%0"))
+--- What a word given from Lua must not hold, or nil: white space (it would
+-- reach the kernel as two words), control bytes (C ends the text at a NUL)
+-- or '#' (dmsetup reads the rest of a line as a comment).
+function field.word_rule(w)
+  if w:find("[%s%c\xa0]") then return "must be one word (no white space or control characters)" end
+  if w:find("#", 1, true) then return "must not hold '#' (table text reads the rest of a line as a comment)" end
 end
 
 -- Decimal digits as a Lua integer within max, or nil and the rule.
@@ -123,6 +108,8 @@ function field.device.lua(v)
   if type(v) == "string" then
     if v == "" then return nil, "must be a device, got an empty string" end
     if v:match("^%d+:%d+$") then return field.device.text(v) end
+    local why = field.word_rule(v)
+    if why then return nil, why end
     return v
   end
   if type(v) == "table" and type(v.path) == "string" then return v end
@@ -143,7 +130,8 @@ function field.word(rule)
   end
   function kind.lua(v)
     if type(v) ~= "string" or v == "" then return nil, ("must be a non-empty string, got %s"):format(type(v)) end
-    if v:find("[%s\0\xa0]") then return nil, "must be one word (no white space)" end
+    local why = field.word_rule(v)
+    if why then return nil, why end
     return kind.text(v)
   end
   function kind.format(v) return v end
@@ -156,23 +144,30 @@ end
 -- name = value}, a mix of both, or one word. Held as a map; formatted in
 -- the kernel's own order, leaving out what the kernel leaves out.
 -- @tparam table spec {order = {names, in the kernel's printing order}, fold = true
---   (the kernel takes names in any case),
---   values = {name = kind of its value}, omit = {name = value the kernel does not print},
+--   (the kernel takes flag names in any case; names with a value it matches
+--   with sscanf, so exactly), values = {name = kind of its value},
+--   omit = {name = value the kernel does not print},
 --   max = the kernel's largest count, requires = {name = other name it needs}}
 function field.options(spec)
+  local values = spec.values or {}
   local known = {}
   for _, n in ipairs(spec.order) do known[n] = true end
-  -- the kernel compares option names without case (strcasecmp)
-  local function canon(n) return spec.fold and n:lower() or n end
+  local function canon(n)
+    local l = spec.fold and n:lower()
+    if l and known[l] and not values[l] then return l end
+    return n
+  end
   local names = table.concat(spec.order, ", ")
   local kind = {options = true, max = spec.max}
-  -- one argument word into map m, or the rule broken
-  local function add(m, w)
+  local function unknown(n) return ("unknown option %s (known: %s)"):format(check.quote(n), names) end
+  -- one argument word into map m (given: the names seen), or the rule broken
+  local function add(m, given, w)
     local name, value = w:match("^([^:]+):(.*)$")
     name = canon(name or w)
-    if not known[name] then return ("unknown option %s (known: %s)"):format(check.quote(name), names) end
-    if m[name] ~= nil then return ("option '%s' is given twice"):format(name) end
-    local vk = spec.values and spec.values[name]
+    if not known[name] then return unknown(name) end
+    if given[name] then return ("option '%s' is given twice"):format(name) end
+    given[name] = true
+    local vk = values[name]
     if vk and not value then return ("option '%s' needs a value (%s:<value>)"):format(name, name) end
     if not vk and value then return ("option '%s' takes no value"):format(name) end
     if vk then
@@ -189,40 +184,46 @@ function field.options(spec)
     end
   end
   function kind.text_list(words)
-    local m = {}
+    local m, given = {}, {}
     for _, w in ipairs(words) do
-      local why = add(m, w)
+      local why = add(m, given, w)
       if why then return nil, why end
     end
     local why = requires(m)
     if why then return nil, why end
     return m
   end
+  -- one map entry k = x into m, or the rule broken
+  local function add_entry(m, given, k, x)
+    local name = type(k) == "string" and canon(k)
+    if not name or not known[name] then return unknown(tostring(k)) end
+    if x == true then return add(m, given, k) end
+    if given[name] then return ("option '%s' is given twice"):format(name) end
+    given[name] = true
+    if x == false then return nil end
+    if not values[name] then return ("option '%s' is a flag: give true or false, got %s"):format(k, type(x)) end
+    local val, why = values[name].lua(x)
+    if val == nil then return ("option '%s' %s"):format(name, why) end
+    m[name] = val
+  end
   function kind.lua(v)
     if v == nil then return {} end
     if type(v) == "string" then v = {v} end
     if type(v) ~= "table" then return nil, ("must be a list of options or a map, got %s"):format(type(v)) end
-    local m = {}
-    for k, x in pairs(v) do
-      local why
-      if math.type(k) == "integer" then
-        if type(x) ~= "string" then return nil, ("entry %d must be an option name, got %s"):format(k, type(x)) end
-        why = add(m, x)
-      elseif type(k) ~= "string" or not known[canon(k)] then
-        return nil, ("unknown option %s (known: %s)"):format(check.quote(k), names)
-      elseif x == false then
-        if m[canon(k)] ~= nil then why = ("option '%s' is given twice"):format(k) end
-      elseif x == true then
-        why = add(m, k)
-      elseif spec.values and spec.values[canon(k)] then
-        k = canon(k)
-        if m[k] ~= nil then return nil, ("option '%s' is given twice"):format(k) end
-        local val, vwhy = spec.values[k].lua(x)
-        if val == nil then why = ("option '%s' %s"):format(k, vwhy) end
-        m[k] = val
-      else
-        why = ("option '%s' is a flag: give true or false, got %s"):format(k, type(x))
-      end
+    local m, given, keys, listed = {}, {}, {}, 0
+    for k in pairs(v) do
+      if math.type(k) == "integer" then listed = listed + 1 else keys[#keys + 1] = k end
+    end
+    for i, x in ipairs(v) do
+      if type(x) ~= "string" then return nil, ("entry %d must be an option name, got %s"):format(i, type(x)) end
+      local why = add(m, given, x)
+      if why then return nil, why end
+      listed = listed - 1
+    end
+    if listed ~= 0 then return nil, "must list its options from 1 without holes" end
+    table.sort(keys, function(a, b) return tostring(a) < tostring(b) end)
+    for _, k in ipairs(keys) do
+      local why = add_entry(m, given, k, v[k])
       if why then return nil, why end
     end
     local why = requires(m)
@@ -236,7 +237,7 @@ function field.options(spec)
       if v == true then
         out[#out + 1] = n
       elseif v ~= nil and not (spec.omit and spec.omit[n] == v) then
-        out[#out + 1] = n .. ":" .. spec.values[n].format(v)
+        out[#out + 1] = n .. ":" .. values[n].format(v)
       end
     end
     return out
@@ -256,6 +257,13 @@ end
 -- Keys never appear in messages.
 field.key = {secret = true}
 
+-- What stands for a key that is not a Key: a keyring reference read from
+-- text, or a key read back masked. Only the module makes them.
+local KeyWord = {__name = "devmapper.KeyWord"}
+
+--- A key read back as zeros: its size only.
+function field.key.masked(bytes) return setmetatable({masked = bytes}, KeyWord) end
+
 function field.key.text(w)
   if w == "-" then return "-" end
   if w:sub(1, 1) == ":" then
@@ -267,7 +275,8 @@ function field.key.text(w)
       return nil, "the key type in a keyring reference must be logon, user, encrypted or trusted"
     end
     if desc == "" then return nil, "the description in a keyring reference must not be empty" end
-    return {ref = (":%d:%s:%s"):format(bytes, ktype, desc), size = bytes, ktype = ktype, desc = desc}
+    return setmetatable({ref = (":%d:%s:%s"):format(bytes, ktype, desc), size = bytes, ktype = ktype, desc = desc},
+                        KeyWord)
   end
   if #w % 2 == 1 then return nil, ("hex must have an even number of digits (it has %d)"):format(#w) end
   local bad = w:find("[^%x]")
@@ -282,9 +291,14 @@ function field.key.lua(v)
     if not pcall(function() return #v end) then return nil, "is closed (its bytes were wiped)" end
     return v
   end
-  if v == "-" then return v end
-  if type(v) == "table" and (v.ref or v.masked) then return v end
-  return nil, ("must be a dm.key object (dm.key.random, dm.key.derive, dm.key.from_hex), got %s"):format(type(v))
+  if getmetatable(v) == KeyWord or v == "-" then return v end
+  if type(v) == "string" and v:sub(1, 1) == ":" then
+    local why = field.word_rule(v)
+    if why then return nil, why end
+    return field.key.text(v)
+  end
+  return nil, ("must be a dm.key object (dm.key.random, dm.key.derive, dm.key.from_hex), a keyring "
+               .. "reference \":<size>:<type>:<description>\" or \"-\", got %s"):format(type(v))
 end
 
 --- Key size in bytes of a key value.

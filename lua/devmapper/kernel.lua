@@ -217,6 +217,9 @@ local dry_ops = {
 -- @tparam string op a core function name, then its arguments
 function kernel.render(op, ...) return render[op](...) end
 
+-- Operations that wait for udev answer a warning when the wait gave up.
+local WAITS_FOR_UDEV = {dm_create = true, dm_resume = true, dm_remove = true, dm_rename = true}
+
 --- Call core[op](...) through the trace, dry-run and fault hooks.
 -- @tparam string op a core function name ("dm_create", "loop_attach", ...)
 function kernel.call(op, ...)
@@ -246,8 +249,20 @@ function kernel.call(op, ...)
     for k, v in pairs(o or {}) do with[k] = v end
     return core[op](name, with)
   end
+  if WAITS_FOR_UDEV[op] then
+    local note = core[op](...)
+    if note then kernel.warn(note) end
+    return
+  end
   return core[op](...)
 end
+
+--- The bound, in seconds, on each wait for udev (30 by default): past it an
+-- operation goes on without udev, libdevmapper checks the /dev/mapper node
+-- itself, and a warning says what was stuck.
+-- @tparam[opt] number seconds a new bound
+-- @treturn number the bound
+function kernel.udev_timeout(seconds) return core.dm_udev_timeout(seconds) end
 
 --- Block-device facts (sysfs reads, not kernel operations: never traced).
 -- In a dry run, the loops and devices that would exist answer too.

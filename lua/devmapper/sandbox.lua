@@ -2,6 +2,8 @@
 -- device-mapper, with the host's root filesystem mounted read-only.
 -- This is the one module that runs programs (qemu, cpio); it never runs
 -- dmsetup or losetup.
+local core = require "devmapper.core"
+
 local sandbox = {}
 
 local function sh_quote(s)
@@ -90,7 +92,7 @@ $B mount -t sysfs sys /sys
 $B mount -t devtmpfs dev /dev
 for m in $(cat /modules); do $B insmod /mods/$m.ko 2>/dev/null || failed="$failed $m"; done
 o=trans=virtio,version=9p2000.L,msize=512000
-$B mount -t 9p -o $o,ro hostroot /host && $B mount -t 9p -o $o io /io || $B poweroff -f
+$B mount -t 9p -o $o,ro,cache=loose hostroot /host && $B mount -t 9p -o $o io /io || $B poweroff -f
 # from here on, what goes wrong is told to the host through /io/error
 fail() { echo "$1${failed:+ (modules that did not load:$failed)}" > /io/error; $B poweroff -f; }
 for d in proc sys dev; do $B mount --bind /$d /host/$d; done
@@ -112,7 +114,18 @@ for i in $($B seq 100); do [ -e /dev/hvc0 ] && break; $B sleep 0.1; done
 [ -e /dev/hvc0 ] || fail "no virtio console for the output after 10 s"
 exec 3>/dev/hvc0
 $B stty raw -echo <&3
-$B chroot /host /bin/sh /run/sandbox/cmd.sh </dev/null >&3 2>&3
+$B chroot /host /bin/sh /run/sandbox/cmd.sh </dev/null >&3 2>&3 &
+pid=$!
+# A signal the host passes on comes as its number on the virtio port
+# "dmlua.signal"; the command gets it, so that it can undo what it made.
+for i in $($B seq 50); do
+  for p in /sys/class/virtio-ports/*; do
+    [ "$($B cat $p/name 2>/dev/null)" = dmlua.signal ] && [ -e /dev/${p##*/} ] && port=/dev/${p##*/}
+  done
+  [ -n "$port" ] && break; $B sleep 0.1
+done
+[ -n "$port" ] && (read -r s < $port && kill -$s $pid) &
+wait $pid
 echo $? > /io/status
 $B sync
 $B poweroff -f
@@ -156,7 +169,7 @@ local FORWARD = {"PATH", "HOME", "TERM", "LANG", "LC_ALL", "LUA_PATH", "LUA_CPAT
                  "LUA_CPATH_5_4", "LUA_INIT", "LUA_INIT_5_4", "TMPDIR", "CI"}
 
 -- The script the guest runs: same environment and directory, then argv.
-local function command_script(argv)
+local function command_script(argv, udev)
   local s = {"set -e"}
   for _, k in ipairs(FORWARD) do
     local v = os.getenv(k)
@@ -164,10 +177,16 @@ local function command_script(argv)
   end
   for _, l in ipairs(lines("env")) do
     local k = l:match("^(DMLUA_[%w_]+)=")
-    if k and k ~= "DMLUA_SANDBOX_TIMEOUT" then s[#s + 1] = ("export %s=%s"):format(k, sh_quote(os.getenv(k))) end
+    if k and not k:match("^DMLUA_SANDBOX_") then s[#s + 1] = ("export %s=%s"):format(k, sh_quote(os.getenv(k))) end
   end
   s[#s + 1] = "export DMLUA_IN_SANDBOX=1"
   s[#s + 1] = "modprobe -qa dm-mod dm-crypt dm-snapshot loop || true"
+  if udev then
+    -- as on a real machine: udev makes the nodes, and the module waits for it
+    s[#s + 1] = "/lib/systemd/systemd-udevd --daemon 2>/dev/null"
+    s[#s + 1] = "for i in $(seq 100); do [ -S /run/udev/control ] && break; sleep 0.1; done"
+    s[#s + 1] = "[ -S /run/udev/control ] || { echo 'dmlua --sandbox: systemd-udevd did not start' >&2; exit 125; }"
+  end
   s[#s + 1] = "cd " .. sh_quote(lines("pwd")[1])
   s[#s + 1] = "set +e"
   local q = {}
@@ -179,7 +198,10 @@ end
 --- Run argv in a fresh VM; its output comes to our stdout (stdout and
 -- stderr merged), its exit status is returned.
 -- @tparam table argv {"/abs/program", "arg", ...}
--- @tparam[opt] table opts {timeout = seconds (DMLUA_SANDBOX_TIMEOUT or 3600), memory = "1024M"}
+-- SIGINT, SIGTERM and SIGHUP are passed on to the command in the guest (a
+-- second one ends the VM at once); the VM never outlives the caller.
+-- @tparam[opt] table opts {timeout = seconds (DMLUA_SANDBOX_TIMEOUT or 3600), memory = "1024M",
+--   udev = true: run systemd-udevd in the guest, as on a real machine (DMLUA_SANDBOX_UDEV=1)}
 -- @treturn integer exit status; 125 when the VM did not run the command
 -- @usage os.exit(require("devmapper.sandbox").run({"/usr/sbin/dmsetup", "version"}))
 function sandbox.run(argv, opts)
@@ -192,32 +214,35 @@ function sandbox.run(argv, opts)
   local ver, vmlinuz = sandbox.kernel()
   local initrd = sandbox.initramfs(ver)
   local io_dir = lines("mktemp -d /tmp/dmlua-sandbox.XXXXXX")[1]
-  write(io_dir .. "/cmd.sh", command_script(argv))
+  local udev = opts.udev
+  if udev == nil then udev = os.getenv("DMLUA_SANDBOX_UDEV") == "1" end
+  write(io_dir .. "/cmd.sh", command_script(argv, udev))
   local cpu = read("/proc/cpuinfo") or ""
   local accel = (cpu:find("%f[%w]vmx%f[%W]") or cpu:find("%f[%w]svm%f[%W]")) and exists("/dev/kvm")
                 and "kvm" or "tcg"
   local timeout = opts.timeout or tonumber(os.getenv("DMLUA_SANDBOX_TIMEOUT")) or 3600
-  local share = "-virtfs local,path=%s,mount_tag=%s,security_model=none%s,multidevs=remap"
-  local cmd = table.concat({
-    "timeout -k 5", timeout, "qemu-system-x86_64 -nodefaults -no-user-config -display none -no-reboot",
-    "-accel", accel, "-cpu max -smp 2 -m", opts.memory or "1024M",
-    "-kernel", vmlinuz, "-initrd", sh_quote(initrd),
-    "-append", sh_quote("console=ttyS0 quiet loglevel=0 panic=-1"),
-    share:format("/", "hostroot", ",readonly=on"), share:format(sh_quote(io_dir), "io", ""),
-    "-device virtio-serial -chardev stdio,id=out,signal=off -device virtconsole,chardev=out",
-    "</dev/null",
-  }, " ")
-  local ran = os.execute(cmd)
+  local share = "local,path=%s,mount_tag=%s,security_model=none%s,multidevs=remap"
+  assert(os.execute("mkfifo " .. sh_quote(io_dir .. "/signal.in") .. " " .. sh_quote(io_dir .. "/signal.out")))
+  local status, how = core.spawn({
+    "qemu-system-x86_64", "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
+    "-accel", accel, "-cpu", "max", "-smp", "2", "-m", opts.memory or "1024M",
+    "-kernel", vmlinuz, "-initrd", initrd,
+    "-append", "console=ttyS0 quiet loglevel=0 panic=-1",
+    "-virtfs", share:format("/", "hostroot", ",readonly=on"), "-virtfs", share:format(io_dir, "io", ""),
+    "-device", "virtio-serial", "-chardev", "stdio,id=out,signal=off", "-device", "virtconsole,chardev=out",
+    "-chardev", "pipe,id=sig,path=" .. io_dir .. "/signal", "-device", "virtserialport,chardev=sig,name=dmlua.signal",
+  }, {notify = io_dir .. "/signal.in", timeout = timeout})
   io.stdout:flush()
-  local status = tonumber(read(io_dir .. "/status") or "")
+  local code = tonumber(read(io_dir .. "/status") or "")
   local guest_error = read(io_dir .. "/error")
   os.execute("rm -rf " .. sh_quote(io_dir))
-  if not status then
+  if not code then
     io.stderr:write(("dmlua --sandbox: the command did not run (%s)\n"):format(
-      guest_error and guest_error:gsub("\n$", "") or ran and "the VM stopped early" or "the VM failed or timed out"))
+      guest_error and guest_error:gsub("\n$", "") or how == "timeout" and "the VM timed out after " .. timeout .. " s"
+      or how == "signal" and "the VM was killed (" .. status - 128 .. ")" or "the VM stopped early, status " .. status))
     return 125
   end
-  return status
+  return code
 end
 
 return sandbox

@@ -59,6 +59,7 @@ function size.bytes(v, field, zero)
     if not int or not mult or (frac == "" and v:find(".", 1, true)) then
       fail(field, "must be %s, got %s", FORMS, check.quote(v))
     end
+    frac = frac:gsub("0+$", "")   -- "1.50MiB" is "1.5MiB", however many zeros
     local scale = 10 ^ #frac
     local whole, part = digits(int), digits(frac)
     local num = whole and part and math.type(scale) == "float" and scale <= 1e18

@@ -234,8 +234,38 @@ end
 -- kernel's holders). Every device is tried; one error lists what is left
 -- (a remove that failed, a device something still holds), with `left` and
 -- `retry` as scope.run_all gives them.
+-- Resume the suspended ones among names, each after the suspended devices
+-- it sits on: a resume over a suspended device would wait on it (with udev,
+-- udev's probe of the resumed device would, and the resume with it).
+local function resume_all(names)
+  local suspended, waiting = {}, {}
+  for _, n in ipairs(names) do
+    local ok, info = pcall(kernel.call, "dm_info", n)
+    if ok and info and info.suspended then
+      local s = {name = n, dev = info.major .. ":" .. info.minor}
+      suspended[#suspended + 1], waiting[s.dev] = s, s
+    end
+  end
+  local progress = true
+  while next(waiting) and progress do
+    progress = false
+    for _, s in ipairs(suspended) do
+      if waiting[s.dev] then
+        local ok, deps = pcall(kernel.call, "dm_deps", s.name)
+        local below = false
+        for _, d in ipairs(ok and deps or {}) do below = below or waiting[d.major .. ":" .. d.minor] ~= nil end
+        if not below then
+          device.ensure_resumed(s.name)
+          waiting[s.dev], progress = nil, true
+        end
+      end
+    end
+  end
+  for _, s in ipairs(suspended) do if waiting[s.dev] then device.ensure_resumed(s.name) end end
+end
+
 local function remove_all(op, label, names)
-  for _, n in ipairs(names) do device.ensure_resumed(n) end
+  resume_all(names)
   local failed, held, left = {}, {}, names
   repeat
     local keep, progress = {}, false

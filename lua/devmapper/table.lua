@@ -235,8 +235,8 @@ end
 -- A table line's start or length: plain decimal, as the kernel's u64 fields.
 local function u64(word, what, n)
   if not word:match("^%d+$") then
-    check.fail("table.parse", nil, "line %d: field '%s' must be a decimal integer (digits only)%s", n, what,
-               #word <= 24 and (", got '%s'"):format(word) or "")
+    check.fail("table.parse", nil, "line %d: field '%s' must be a decimal integer (digits only), got %s", n, what,
+               check.quote(word))
   end
   local v = size.digits(word)
   if not v then
@@ -246,9 +246,11 @@ local function u64(word, what, n)
 end
 
 --- Parse `dmsetup table` text into a Table: one segment per line
--- ("start length type params"); from '#' to the end of a line is a comment
--- and blank lines are skipped (as dmsetup reads it). Every word is read as the kernel reads it; a
--- word the kernel would read otherwise, or ignore, is refused.
+-- ("start length type params"), read as dmsetup reads it: blank lines and
+-- lines that start with '#' are skipped, and a '#' in the parameters starts
+-- a comment. Every word is read as the kernel reads it; a word the kernel
+-- would read otherwise, or ignore, is refused, and so is a NUL byte (C
+-- would end the text there).
 -- @tparam string text
 -- @tparam[opt] table o {masked = true: keys read back as zeros stand for keys not shown}
 -- @treturn Table
@@ -259,12 +261,13 @@ function M.parse(text, o)
   local n = 0
   for line in (text .. "\n"):gmatch("([^\n]*)\n") do
     n = n + 1
-    line = line:gsub("#.*", "") -- a comment runs to the end of the line, as dmsetup reads it
-    if line:match("%S") then
+    if line:find("\0", 1, true) then check.fail("table.parse", nil, "line %d holds a NUL byte", n) end
+    if line:match("%S") and not line:match("^%s*#") then
       local start, length, ty, rest = line:match("^%s*(%S+)%s+(%S+)%s+(%S+)%s*(.-)%s*$")
       if not start then
         check.fail("table.parse", nil, "line %d: expected 'start length type parameters'", n)
       end
+      rest = rest:gsub("#.*", ""):gsub("%s+$", "")   -- a comment, from the parameters on
       if #ty > 15 then check.fail("table.parse", nil, "line %d: target type must be at most 15 bytes", n) end
       local like = target.get((ty:lower():gsub("_", "-")))
       if like and like.type ~= ty then

@@ -45,20 +45,22 @@ local COMMON = {length = true}
 --- Declare a target type; returns the declaration with its builder.
 -- decl = {type =, params = {{name, kind, default =}, {name, count = list},
 --   {name, list = {{sub, kind}, ...}}, {name, field.options{...}}, {name, field.key, keyring = flag}},
---   extra = {other builder fields}, new = function(...) -> fields (builder arguments to fields),
+--   extra = {other builder fields}, flags = {builder fields that are true or false},
+--   new = function(...) -> fields (builder arguments to fields; see target.fields),
 --   length = function(r, ctx) -> default length, areas = function(r) -> {{dev, start, len, field}},
 --   block = function(r) -> a logical block size (bytes) the target imposes,
 --   check = function(r, ctx, fail), status = function(words) -> table,
 --   before_create = {when = f(seg), run = f(seg, ctx), show = f(seg, ctx) -> command line}}
 function target.define(decl)
-  decl.allowed = {}
+  decl.allowed, decl.flags = {}, decl.flags or {}
   for k in pairs(COMMON) do decl.allowed[k] = true end
   for _, p in ipairs(decl.params) do
     if not p.count then decl.allowed[p[1]] = true end
-    if p.keyring then decl.allowed[p.keyring] = true end
+    if p.keyring then decl.flags[#decl.flags + 1] = p.keyring end
     if p[2] and p[2].secret then decl.secret = true end
   end
   for _, k in ipairs(decl.extra or {}) do decl.allowed[k] = true end
+  for _, k in ipairs(decl.flags) do decl.allowed[k] = true end
   -- where the secret is in the kernel's text: its word, if every parameter before it is one word
   for i, p in ipairs(decl.params) do
     if p.list or (p[2] and p[2].options) then break end
@@ -73,10 +75,44 @@ function target.define(decl)
   return decl
 end
 
+--- A builder's arguments as fields: `opts` (a table, or nil when `by_position`
+-- is given) with its values at integer keys named after `positions`, plus
+-- `given` (values passed as arguments); a field given twice is refused.
+-- @usage new = function(dev, opts) return target.fields("linear", opts, {}, {dev = dev}) end
+function target.fields(type_name, opts, positions, given)
+  if opts ~= nil and type(opts) ~= "table" then
+    check.fail(type_name, nil, "expected a table of fields, got %s", type(opts))
+  end
+  local f = {}
+  for k, v in pairs(opts or {}) do
+    if math.type(k) == "integer" then
+      local n = positions[k]
+      if not n then
+        check.fail(type_name, nil, "value [%d] has no field: %s takes %s", k, type_name,
+                   #positions == 0 and "no values by position" or table.concat(positions, ", ") .. " by position")
+      end
+      if opts[n] ~= nil then check.fail(type_name, nil, "field '%s' is given twice (by position and by name)", n) end
+      k = n
+    end
+    f[k] = v
+  end
+  for k, v in pairs(given or {}) do
+    if f[k] ~= nil then check.fail(type_name, nil, "field '%s' is given twice (as an argument and in the table)", k) end
+    f[k] = v
+  end
+  return f
+end
+
 local function build_fail(decl)
   return function(name, fmt, ...)
     check.fail(decl.type, nil, "field '%s' " .. fmt, name, ...)
   end
+end
+
+local function names_of(list)
+  local n = {}
+  for i, sub in ipairs(list) do n[i] = sub[1] end
+  return n
 end
 
 -- The segment's values, checked and normalized, as a view over it.
@@ -87,8 +123,19 @@ local function checked(decl, s, fail)
     if p.list then
       local list = s[name]
       if type(list) ~= "table" then fail(name, "must be a list, got %s", type(list)) end
+      local subs, n = {}, 0
+      for _, sub in ipairs(p.list) do subs[sub[1]] = true end
+      for _ in pairs(list) do n = n + 1 end
+      if n ~= #list then fail(name, "must be a list from 1 without holes") end
       local items = {}
       for i, item in ipairs(list) do
+        if type(item) ~= "table" or getmetatable(item) ~= nil then
+          fail(("%s[%d]"):format(name, i), "must be a table {%s}, got %s", table.concat(names_of(p.list), ", "), type(item))
+        end
+        for k in pairs(item) do
+          if not subs[k] then fail(("%s[%d]"):format(name, i), "has no field %s (its fields: %s)", check.quote(k),
+                                   table.concat(names_of(p.list), ", ")) end
+        end
         local it = {}
         for _, sub in ipairs(p.list) do
           local v = item[sub[1]]
@@ -127,6 +174,9 @@ function target.build(decl, fields)
       table.sort(names)
       fail(tostring(k), "is not a field of %s (its fields: %s)", decl.type, table.concat(names, ", "))
     end
+  end
+  for _, k in ipairs(decl.flags) do
+    if fields[k] ~= nil and type(fields[k]) ~= "boolean" then fail(k, "must be true or false, got %s", type(fields[k])) end
   end
   local s = setmetatable({type = decl.type}, Segment)
   for k, v in pairs(fields) do s[k] = v end
@@ -180,7 +230,7 @@ function target.read(decl, words, fail, masked)
     end
     i = i + 1
     if kind.secret and field.is_key(w) then return w end
-    if kind.secret and masked and w:match("^0+$") and #w % 2 == 0 then return {masked = #w // 2} end
+    if kind.secret and masked and w:match("^0+$") and #w % 2 == 0 then return field.key.masked(#w // 2) end
     local v, why = kind.text(w)
     if v == nil then word_fail(name, w, why) end
     return v
@@ -282,7 +332,7 @@ end
 
 local function format_params(decl, r, ctx, mode, out)
   local w = {}
-  local function add(s) w[#w + 1] = field.escape(s) end
+  local function add(s) w[#w + 1] = s end
   for _, p in ipairs(decl.params) do
     local name, kind = p[1], p[2]
     if p.count then
@@ -338,7 +388,7 @@ local function check_areas(decl, r, ctx, fail)
         fail(name, "offset %d must be a multiple of %d sectors (the logical block size, %d bytes)", start, per, lbs)
       end
       if len and len % per ~= 0 then
-        fail(name, "length %d must be a multiple of %d sectors (the logical block size, %d bytes)", len, per, lbs)
+        fail("length", "%d must be a multiple of %d sectors (the logical block size, %d bytes)", len, per, lbs)
       end
     end
   end

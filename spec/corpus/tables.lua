@@ -42,7 +42,7 @@ return {
   {"0 16 linear  $A   0", kernel = "ok", table = "0 16 linear $A 0", note = "several spaces between words", group = "linear"},
   {"0\t16\tlinear\t$A\t0", kernel = "ok", table = "0 16 linear $A 0", note = "tabs between words", group = "linear"},
   {"  0 16 linear $A 0  ", kernel = "ok", table = "0 16 linear $A 0", note = "leading and trailing spaces", group = "linear"},
-  {"0 16 linear $A\\ 0", kernel = "refused", errno = "ENODEV", reason = "linear: Device lookup failed (-ENODEV)", note = "backslash-escaped space: the kernel's splitter joins the words", group = "linear"},
+  {"0 16 linear $A\\ 0", kernel = "refused", errno = "ENODEV", reason = "linear: Device lookup failed (-ENODEV)", note = "a backslash before a space: libdevmapper doubles the backslash, so the kernel gets two words", group = "linear"},
   {"0 16 linear $A 0\\", kernel = "refused", errno = "EINVAL", reason = "linear: Invalid device sector (-EINVAL)", note = "trailing backslash", group = "linear"},
   {"0 16 LINEAR $A 0", kernel = "refused", errno = "EINVAL", reason = "LINEAR: unknown target type", note = "target type in capitals", group = "linear"},
   {"0 16 Linear $A 0", kernel = "refused", errno = "EINVAL", reason = "Linear: unknown target type", note = "target type capitalised", group = "linear"},
@@ -550,4 +550,30 @@ return {
   {"0 4096 dm-linear $A 0", kernel = "refused", errno = "EINVAL", reason = "dm-linear: unknown target type", note = "module name as target type", group = "other", module = "ok", why = "a target type the module does not know: the kernel judges it"},
   {"0 4096 linear2 $A 0", kernel = "refused", errno = "EINVAL", reason = "linear2: unknown target type", note = "name close to a real one", group = "other", module = "ok", why = "a target type the module does not know: the kernel judges it"},
   {"0 4096 multipath 0 0 1 1 round-robin 0 1 1 $A 1000", kernel = "ok", table = "0 4096 multipath 0 0 1 1 round-robin 0 1 1 $A 1", log = "multipath round-robin: repeat_count > 1 is deprecated, using 1 instead", note = "dm-multipath", group = "other", kernel_chooses = "true"},
+
+  -- == linear ==
+  {"0 16 linear $A 1\\6", kernel = "refused", errno = "EINVAL", reason = "linear: Invalid device sector (-EINVAL)", note = "a backslash inside a number: libdevmapper doubles it, so the kernel reads it", group = "linear"},
+
+  -- == snapshot ==
+  {"0 4096 snapshot $A $B P 1\\6", kernel = "refused", errno = "EINVAL", reason = "snapshot: Couldn't create exception store (-EINVAL)", note = "a backslash inside the chunk", group = "snapshot"},
+
+  -- == striped ==
+  {"0 4096 striped 2 1\\6 $A 0 $B 0", kernel = "refused", errno = "EINVAL", reason = "striped: Invalid chunk_size (-EINVAL)", note = "a backslash inside the chunk", group = "striped"},
+
+  -- == table ==
+  {"0 8 zero#x", kernel = "refused", errno = "EINVAL", reason = "zero#x: unknown target type", note = "a '#' in the target type: dmsetup cuts comments from the parameters only", group = "table", module = "ok", why = "a target type the module does not know: the kernel judges it"},
+  {"0 8 error#c", kernel = "refused", errno = "EINVAL", reason = "error#c: unknown target type", note = "a '#' in the target type", group = "table", module = "ok", why = "a target type the module does not know: the kernel judges it"},
+  {"0 16 linear $A 0 # a comment after the parameters", kernel = "ok", table = "0 16 linear $A 0", note = "a comment after the parameters", group = "table"},
+
+  -- == crypt ==
+  {"0 4096 crypt aes-xts-plain64 $KEY64 0 $A 0 1 SECTOR_SIZE:4096", kernel = "refused", errno = "EINVAL", reason = "crypt: Invalid feature arguments (-EINVAL)", note = "sector_size in capitals (the kernel's sscanf is exact)", group = "crypt"},
+  {"0 4096 crypt aes-xts-plain64 $KEY64 0 $A 0 1 Sector_size:4096", kernel = "refused", errno = "EINVAL", reason = "crypt: Invalid feature arguments (-EINVAL)", note = "sector_size capitalised", group = "crypt"},
+  {"0 4096 crypt aes-lrw-benbi 00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff 0 $A 0", kernel = "ok", table = "0 4096 crypt aes-lrw-benbi 0000000000000000000000000000000000000000000000000000000000000000 0 $A 0", showkeys = "0 4096 crypt aes-lrw-benbi 00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff 0 $A 0", note = "lrw: the cipher's key plus a 16-byte tweak (aes-128)", group = "crypt"},
+  {"0 4096 crypt aes-lrw-benbi 00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff0011223344556677 0 $A 0", kernel = "ok", table = "0 4096 crypt aes-lrw-benbi 00000000000000000000000000000000000000000000000000000000000000000000000000000000 0 $A 0", showkeys = "0 4096 crypt aes-lrw-benbi 00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff0011223344556677 0 $A 0", note = "lrw with aes-192", group = "crypt"},
+  {"0 4096 crypt aes-lrw-benbi 00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff 0 $A 0", kernel = "ok", table = "0 4096 crypt aes-lrw-benbi 000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000 0 $A 0", showkeys = "0 4096 crypt aes-lrw-benbi 00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff 0 $A 0", note = "lrw with aes-256", group = "crypt"},
+  {"0 4096 crypt aes-lrw-benbi 00112233445566778899aabbccddeeff 0 $A 0", kernel = "refused", errno = "EINVAL", reason = "crypt: Error decoding and setting key (-EINVAL)", note = "lrw without room for its tweak", group = "crypt"},
+  {"0 4096 crypt aes- $KEY32 0 $A 0", kernel = "refused", errno = "EINVAL", reason = "crypt: IV mechanism required (-EINVAL)", note = "an empty chain mode", group = "crypt"},
+  {"0 4096 crypt aes--plain64 $KEY32 0 $A 0", kernel = "refused", errno = "ENOENT", reason = "crypt: Error allocating crypto tfm (-ENOENT)", note = "an empty chain mode before an IV mode", group = "crypt"},
+  {"0 4096 crypt aes-plain- $KEY32 0 $A 0", kernel = "refused", errno = "ENOENT", reason = "crypt: Error allocating crypto tfm (-ENOENT)", note = "an empty IV mode", group = "crypt"},
+  {"0 4096 crypt 00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff - 0 $A 0", kernel = "refused", errno = "ENOENT", reason = "crypt: Error allocating crypto tfm (-ENOENT)", note = "the key where the cipher goes", group = "crypt"},
 }

@@ -28,7 +28,13 @@ local function parse_cipher(spec)
     if iv and not ivs[iv] then return nil, ("unknown IV mode %s"):format(check.quote(iv)) end
     return {capi = true}
   end
-  local head, chain, rest = spec:match("^([^-]*)%-?([^-]*)%-?(.*)$")
+  if #spec >= 16 and not spec:find("[^%x]") then
+    return nil, "looks like a hex key, not a cipher: crypt takes <cipher> <key> <iv_offset> <dev> <offset>"
+  end
+  -- as crypt_ctr_cipher_old splits it: a part that is absent (nil) is not an empty one
+  local head, after = spec:match("^([^-]*)(.*)$")
+  local chain, rest = after:match("^%-([^-]*)%-?(.*)$")
+  if rest == "" and not after:find("^%-[^-]*%-") then rest = nil end
   local cipher, count = head:match("^([^:]*):?(.*)$")
   if cipher == "" then return nil, "must start with a cipher name (aes-xts-plain64, ...)" end
   local keycount = 1
@@ -38,27 +44,36 @@ local function parse_cipher(spec)
       return nil, "the key count after ':' must be a power of 2"
     end
   end
-  local iv, ivopts = rest:match("^([^:]*):?(.*)$")
+  local iv, ivopts
+  if rest then iv, ivopts = rest:match("^([^:]*):?(.*)$") end
   -- the original format: a bare cipher, or cipher-plain, means cbc-plain
-  local legacy = chain == "" or (chain == "plain" and iv == "")
+  local legacy = chain == nil or (chain == "plain" and iv == nil)
   if legacy then chain, iv = "cbc", "plain" end
-  if chain ~= "ecb" and iv == "" then return nil, ("chain mode %s needs an IV mode (e.g. xts-plain64)"):format(check.quote(chain)) end
-  if iv ~= "" and not ivs[iv] then return nil, ("unknown IV mode %s"):format(check.quote(iv)) end
+  if chain == "" then return nil, "the chain mode after the first '-' must not be empty" end
+  if chain ~= "ecb" and iv == nil then return nil, ("chain mode %s needs an IV mode (e.g. xts-plain64)"):format(check.quote(chain)) end
+  if iv and not ivs[iv] then return nil, ("unknown IV mode %s"):format(check.quote(iv)) end
   if iv == "essiv" and ivopts == "" then return nil, "essiv needs its hash (essiv:sha256)" end
-  return {cipher = cipher, keycount = keycount, chain = chain, iv = iv, legacy = legacy}
+  return {cipher = cipher, keycount = keycount, chain = chain, iv = iv or "", legacy = legacy}
 end
 
--- The key sizes the kernel takes for a parsed spec, when known here.
+-- The key sizes the kernel takes for a parsed spec, when known here: the
+-- key is split into keycount parts; a part is the cipher's key, twice that
+-- for xts, and 16 bytes more (the tweak) for lrw.
 local function allowed(c)
   local k = not c.capi and key_sizes[c.cipher]
   if not k or c.iv == "lmk" or c.iv == "tcw" or c.iv == "elephant" then return nil end
-  local mult = c.keycount * (c.chain == "xts" and 2 or 1)
+  local function total(n)
+    local part = c.chain == "xts" and 2 * n or c.chain == "lrw" and n + 16 or n
+    return c.keycount * part
+  end
   if k.range then
-    return function(n) return n % mult == 0 and n // mult >= k.range[1] and n // mult <= k.range[2] end,
-           ("%d to %d bytes in steps of %d"):format(k.range[1] * mult, k.range[2] * mult, mult)
+    local step = c.keycount * (c.chain == "xts" and 2 or 1)
+    local lo, hi = total(k.range[1]), total(k.range[2])
+    return function(n) return n >= lo and n <= hi and (n - lo) % step == 0 end,
+           ("%d to %d bytes in steps of %d"):format(lo, hi, step)
   end
   local set, words = {}, {}
-  for i, n in ipairs(k) do set[n * mult] = true; words[i] = tostring(n * mult) end
+  for i, n in ipairs(k) do set[total(n)] = true; words[i] = tostring(total(n)) end
   return function(n) return set[n] end, table.concat(words, ", ") .. " bytes"
 end
 
@@ -68,6 +83,20 @@ local cipher = field.word(function(w)
 end)
 
 local warned = {}
+
+-- integrity:<tag bytes>:aead|none; the kernel reads the number with
+-- sscanf("%u") and prints it back in plain decimal.
+local integrity = {}
+function integrity.text(w)
+  local n, kind = w:match("^(%d+):(.+)$")
+  local v = n and #n <= 9 and math.tointeger(tonumber(n))
+  if not v or v < 1 or v > 480 or not (kind:lower() == "aead" or kind:lower() == "none") then
+    return nil, "must be <tag bytes, 1 to 480>:aead or :none"
+  end
+  return v .. ":" .. kind
+end
+integrity.lua = integrity.text
+function integrity.format(v) return v end
 
 return target.define {
   type = "crypt",
@@ -82,12 +111,7 @@ return target.define {
                "no_write_workqueue", "integrity", "sector_size", "iv_large_sectors"},
       values = {
         sector_size = field.number {parser = "scanf", bits = 16, min = 512, max = 4096, power_of_2 = true},
-        integrity = field.word(function(w)
-          local n, kind = w:match("^(%d+):(.+)$")
-          if not n or tonumber(n) < 1 or tonumber(n) > 480 or not (kind:lower() == "aead" or kind:lower() == "none") then
-            return "must be <tag bytes, 1 to 480>:aead or :none"
-          end
-        end),
+        integrity = integrity,
       },
       omit = {sector_size = 512},
       max = 8,
@@ -98,23 +122,22 @@ return target.define {
   --- dm.crypt {dev, cipher = "aes-xts-plain64", key = Key, keyring = true, iv_offset =,
   -- offset =, length =, sector_size =, options = {"allow_discards", ...}}
   new = function(opts)
-    if type(opts) ~= "table" then return opts end
-    local f = {}
-    for k, v in pairs(opts) do
-      if k == 1 then f.dev = v elseif k ~= "sector_size" then f[k] = v end
-    end
-    if opts.sector_size ~= nil then
-      local o = type(f.options) == "string" and {f.options} or f.options or {}
-      if type(o) == "table" then
-        local copy = {sector_size = opts.sector_size}
-        for k, v in pairs(o) do
-          if k == "sector_size" then copy = nil break end
-          copy[k] = v
-        end
-        f.options = copy or o
+    local f = target.fields("crypt", opts, {"dev"})
+    -- sector_size = n is short for the option: into the options, once
+    local sector_size = f.sector_size
+    f.sector_size = nil
+    if sector_size ~= nil then
+      local o = f.options
+      if type(o) == "string" then o = {o} end
+      if o == nil or type(o) == "table" then
+        local copy = {}
+        for k, v in pairs(o or {}) do copy[k] = v end
+        if copy.sector_size ~= nil then check.fail("crypt", nil, "field 'sector_size' is given twice (also in options)") end
+        copy.sector_size = sector_size
+        f.options = copy
       end
     end
-    local c = type(f.cipher) == "string" and f.cipher:match("^[!-~]+$") and parse_cipher(f.cipher)
+    local c = type(f.cipher) == "string" and not field.word_rule(f.cipher) and parse_cipher(f.cipher)
     if c and c.iv == "plain" and c.legacy and not warned[f.cipher] then
       warned[f.cipher] = true
       kernel.warn(("cipher '%s' (the article's) repeats its IV beyond 2 TiB; prefer aes-xts-plain64"):format(f.cipher))

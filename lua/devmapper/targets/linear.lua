@@ -10,11 +10,7 @@ return target.define {
     {"offset", field.sector, default = 0},
   },
   --- dm.linear(dev, {offset = sectors or size, length = sectors or size})
-  new = function(dev, opts)
-    local f = {dev = dev}
-    for k, v in pairs(opts or {}) do f[k] = v end
-    return f
-  end,
+  new = function(dev, opts) return target.fields("linear", opts, {}, {dev = dev}) end,
   length = function(r, ctx) return ctx.facts(r.dev).sectors - r.offset end,
   areas = function(r) return {{r.dev, r.offset, r.length, "offset"}} end,
 }

@@ -73,17 +73,10 @@ local decl = {
     {"features", field.options {order = {"discard_zeroes_cow", "discard_passdown_origin"}, max = 2, fold = true,
                                 requires = {discard_passdown_origin = "discard_zeroes_cow"}}},
   },
-  extra = {"reuse"},
+  flags = {"reuse"},
   --- dm.snapshot {origin =, cow =, persistent = true | false | "P" | "PO" | "N",
   -- chunk = 8 (sectors or a size; 0: the kernel's choice), features =, length =, reuse = false}
-  new = function(opts)
-    if type(opts) ~= "table" then return opts end
-    local f = {}
-    for k, v in pairs(opts) do
-      if k == 1 then f.origin = v elseif k == 2 then f.cow = v else f[k] = v end
-    end
-    return f
-  end,
+  new = function(opts) return target.fields("snapshot", opts, {"origin", "cow"}) end,
   length = function(r, ctx) return ctx.facts(r.origin).sectors end,
   areas = function(r) return {{r.origin, 0, r.length, "length"}} end,
   check = function(r, ctx, fail)

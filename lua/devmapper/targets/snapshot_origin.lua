@@ -8,11 +8,7 @@ return target.define {
   type = "snapshot-origin",
   params = {{"origin", field.device}},
   --- dm.origin(dev, {length = ?})
-  new = function(dev, opts)
-    local f = {origin = dev}
-    for k, v in pairs(opts or {}) do f[k] = v end
-    return f
-  end,
+  new = function(dev, opts) return target.fields("snapshot-origin", opts, {}, {origin = dev}) end,
   length = function(r, ctx) return ctx.facts(r.origin).sectors end,
   areas = function(r) return {{r.origin, 0, r.length, "length"}} end,
 }

@@ -2,6 +2,7 @@
 -- <#stripes> <chunk> (<dev> <offset>)...). The length must divide by the
 -- number of stripes, and each stripe's width by the chunk.
 -- @usage dm.striped {chunk = 16, l1, l2, {l3, offset = 2048}}
+local check = require "devmapper.check"
 local field = require "devmapper.field"
 local target = require "devmapper.target"
 
@@ -19,17 +20,25 @@ return target.define {
   --- dm.striped {chunk = sectors or size, dev, {dev, offset = n}, ..., length = ?}
   new = function(opts)
     if type(opts) ~= "table" then return opts end
-    local f, stripes = {}, {}
+    local f, stripes, listed = {}, {}, 0
     for k, v in pairs(opts) do
-      if math.type(k) == "integer" then
-        if type(v) == "table" and getmetatable(v) == nil then
-          stripes[k] = {dev = v[1], offset = v.offset}
-        else
-          stripes[k] = {dev = v}
+      if math.type(k) == "integer" then listed = listed + 1 else f[k] = v end
+    end
+    for i, v in ipairs(opts) do
+      if type(v) == "table" and getmetatable(v) == nil then
+        for k in pairs(v) do
+          if k ~= 1 and k ~= "offset" then
+            check.fail("striped", nil, "stripe %d has no field %s: give {dev, offset = sectors}", i, check.quote(k))
+          end
         end
+        stripes[i] = {dev = v[1], offset = v.offset}
       else
-        f[k] = v
+        stripes[i] = {dev = v}
       end
+    end
+    if listed ~= #stripes then check.fail("striped", nil, "its devices must be listed from 1 without holes") end
+    if #stripes > 0 and f.stripes ~= nil then
+      check.fail("striped", nil, "field 'stripes' is given twice (as devices by position and by name)")
     end
     f.stripes = f.stripes or stripes
     return f
