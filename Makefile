@@ -25,7 +25,7 @@ endif
 # Debian packages needed to build, test and run the sandbox.
 DEBS = gcc make pkg-config lua5.4 liblua5.4-dev libdevmapper-dev libssl-dev \
        lua-busted qemu-system-x86 linux-image-amd64 busybox-static \
-       dmsetup cryptsetup-bin keyutils gdb udev
+       dmsetup cryptsetup-bin keyutils gdb udev strace
 
 all: build/devmapper/core.so build/dmlua
 
@@ -80,8 +80,10 @@ demo: deps all
 build/bench-floor: bench/floor.c
 	$(CC) $(CFLAGS) -o $@ $< $(LDLIBS)
 
+# N devices per batch, ROUNDS interleaved rounds, stacks of SCALE members
+# (a VM with room for a thousand dm-crypt devices).
 bench: deps all build/bench-floor
-	build/dmlua --sandbox bench/cycle.lua $(N)
+	DMLUA_SANDBOX_MEMORY=4G build/dmlua --sandbox bench/run.lua $(N) $(ROUNDS) $(SCALE)
 
 install: all
 	install -D -m 755 build/dmlua $(DESTDIR)$(PREFIX)/bin/dmlua

@@ -80,6 +80,15 @@ static int l_sleep(lua_State *L)
 	return 0;
 }
 
+/* core.monotonic() -> seconds on the monotonic clock (for bounds and benchmarks). */
+static int l_monotonic(lua_State *L)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	lua_pushnumber(L, (lua_Number)ts.tv_sec + ts.tv_nsec / 1e9);
+	return 1;
+}
+
 lua_Integer opt_int_field(lua_State *L, int idx, const char *k, lua_Integer d)
 {
 	lua_Integer v = d;
@@ -113,6 +122,8 @@ int luaopen_devmapper_core(lua_State *L)
 	lua_setfield(L, -2, "error");
 	lua_pushcfunction(L, l_sleep);
 	lua_setfield(L, -2, "sleep");
+	lua_pushcfunction(L, l_monotonic);
+	lua_setfield(L, -2, "monotonic");
 	mapper_open(L);
 	loop_open(L);
 	blkdev_open(L);

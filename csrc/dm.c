@@ -277,33 +277,9 @@ static int l_create(lua_State *L)
 	if (opt_bool_field(L, 3, "readonly", 0))
 		dm_task_set_ro(dmt);
 	add_targets(L, 2, dmt, "create", name);
-	/* A create with a table only loads it; the resume makes it live. */
+	/* libdevmapper creates, loads and resumes; if the load or the resume
+	 * fails it removes the device again, so nothing is left half-built. */
 	run(L, dmt, "create", name, 1);
-	dm_task_destroy(dmt);
-	dmt = new_task(L, DM_DEVICE_RESUME, "create", name);
-	uint32_t cookie = 0;
-	int ok = dm_task_set_cookie(dmt, &cookie, 0);
-	kmsg_mark();
-	ok = ok && dm_task_run(dmt);
-	udev_wait(cookie, "create", name);
-	if (!ok) {
-		char reason[512];
-		int err = dm_task_get_errno(dmt);
-		dm_task_destroy(dmt);
-		kmsg_reason(reason, sizeof reason);
-		/* Leave nothing half-built. */
-		dmt = dm_task_create(DM_DEVICE_REMOVE);
-		if (dmt && dm_task_set_name(dmt, name)) {
-			dm_task_set_cookie(dmt, &cookie, 0);
-			dm_task_run(dmt);
-			udev_wait(cookie, "create", name);
-		}
-		if (dmt)
-			dm_task_destroy(dmt);
-		return raise_error(L, "create", name, err ? err : EINVAL, "%s%s%s",
-		                   reason[0] ? "kernel: " : "", reason,
-		                   reason[0] ? "" : "resume failed");
-	}
 	dm_task_destroy(dmt);
 	return udev_result(L);
 }

@@ -269,8 +269,9 @@ function field.key.text(w)
   if w:sub(1, 1) == ":" then
     local n, ktype, desc = w:match("^:(%d+):([^:]*):(.*)$")
     if not n then return nil, "a keyring reference must be :<size>:<type>:<description>" end
-    local bytes = decimal(n, U32)
-    if not bytes then return nil, "the size in a keyring reference must be at most 4294967295" end
+    -- get_key_size reads it with sscanf("%u") into an int: above 2^31 - 1 it is negative
+    local bytes = decimal(n, 0x7fffffff)
+    if not bytes then return nil, "the size in a keyring reference must be at most 2147483647" end
     if ktype ~= "logon" and ktype ~= "user" and ktype ~= "encrypted" and ktype ~= "trusted" then
       return nil, "the key type in a keyring reference must be logon, user, encrypted or trusted"
     end

@@ -252,10 +252,9 @@ end
 -- would read otherwise, or ignore, is refused, and so is a NUL byte (C
 -- would end the text there).
 -- @tparam string text
--- @tparam[opt] table o {masked = true: keys read back as zeros stand for keys not shown}
 -- @treturn Table
 -- @usage dm.table.parse "0 8192 striped 2 16 7:0 0 7:1 0"
-function M.parse(text, o)
+function M.parse(text)
   if type(text) ~= "string" then check.fail("table.parse", nil, "expected a string, got %s", type(text)) end
   local t = setmetatable({}, Table)
   local n = 0
@@ -277,11 +276,7 @@ function M.parse(text, o)
       local function fail(fieldname, fmt, ...)
         check.fail("table.parse", nil, "line %d (%s): field '%s' " .. fmt, n, ty, fieldname, ...)
       end
-      local words = field.split(rest)
-      if o and o.key then
-        for i, w in ipairs(words) do if w == "<key>" then words[i] = o.key[n] end end
-      end
-      local seg = target.parse(ty, words, fail, rest, o and o.masked)
+      local seg = target.parse(ty, field.split(rest), fail, rest)
       seg.start, seg.length = start, length
       t[#t + 1] = seg
     end
@@ -289,16 +284,25 @@ function M.parse(text, o)
   return t
 end
 
---- Turn the kernel's read-back targets {{start, length, type, params, key}} into a Table.
+--- Turn the kernel's read-back targets {{start, length, type, params, key}} into a Table,
+-- each target's words read by its declaration (no text in between).
 -- @tparam table targets from core.dm_table
 -- @tparam boolean masked the keys were masked (read without {keys = true})
 function M.from_targets(targets, masked)
-  local l, keys = {}, {}
+  local t = setmetatable({}, Table)
   for i, s in ipairs(targets) do
-    l[i] = ("%d %d %s %s"):format(s.start, s.length, s.type, s.params)
-    keys[i] = s.key
+    local function fail(fieldname, fmt, ...)
+      check.fail("table", nil, "segment %d (%s) as the kernel printed it: field '%s' " .. fmt, i, s.type, fieldname, ...)
+    end
+    local words = field.split(s.params)
+    if s.key then
+      for j, w in ipairs(words) do if w == "<key>" then words[j] = s.key end end
+    end
+    local seg = target.parse(s.type, words, fail, s.params, masked)
+    seg.start, seg.length = s.start, s.length
+    t[i] = seg
   end
-  return M.parse(table.concat(l, "\n"), {key = keys, masked = masked})
+  return t
 end
 
 M.Table = Table
