@@ -19,7 +19,7 @@
 #include <libdevmapper.h>
 
 static const char *dev;
-static int crypt;
+static int use_crypt;
 
 static double now(void)
 {
@@ -39,14 +39,14 @@ static void mark(const char *op)
 static void add_table(struct dm_task *dmt, int i, int shift)
 {
 	char params[512];
-	if (crypt)
+	if (use_crypt)
 		snprintf(params, sizeof params, "aes-xts-plain64 "
 		         "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f"
 		         " 0 %s %d", dev, 8 * i + shift);
 	else
 		snprintf(params, sizeof params, "%s %d", dev, 8 * i + shift);
-	dm_task_add_target(dmt, 0, 8, crypt ? "crypt" : "linear", params);
-	if (crypt)
+	dm_task_add_target(dmt, 0, 8, use_crypt ? "crypt" : "linear", params);
+	if (use_crypt)
 		dm_task_secure_data(dmt);
 }
 
@@ -101,7 +101,7 @@ int main(int argc, char **argv)
 		return fprintf(stderr, "usage: floor ops|stack|crypt <n> <dev>\n"), 2;
 	n = atoi(argv[2]);
 	dev = argv[3];
-	crypt = strcmp(argv[1], "crypt") == 0;
+	use_crypt = strcmp(argv[1], "crypt") == 0;
 	if (access("/run/udev/control", F_OK) != 0) {
 		setenv("DM_DISABLE_UDEV", "1", 0);
 		dm_udev_set_sync_support(0);
@@ -122,5 +122,6 @@ int main(int argc, char **argv)
 		BATCH("re-apply", run(DM_DEVICE_INFO, i, 0) && run(DM_DEVICE_TABLE, i, 0));
 		BATCH("teardown", run(DM_DEVICE_REMOVE, i, 0));
 	}
+	mark("end");
 	return 0;
 }

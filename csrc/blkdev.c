@@ -2,27 +2,31 @@
 #include <ctype.h>
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
+#include <unistd.h>
 
 #include "internal.h"
 
-/* First line of /sys/dev/block/M:m/<rel>, or 0 when absent. */
+/* First line of /sys/dev/block/M:m/<rel>, or 0 when absent (one open,
+ * read and close: table checks read these for every device they name). */
 static int sysfs_line(unsigned ma, unsigned mi, const char *rel, char *buf, size_t size)
 {
 	char p[128];
-	FILE *f;
+	ssize_t n;
+	int fd;
 	snprintf(p, sizeof p, "/sys/dev/block/%u:%u/%s", ma, mi, rel);
-	if (!(f = fopen(p, "re")))
+	if ((fd = open(p, O_RDONLY | O_CLOEXEC)) < 0)
 		return 0;
-	if (!fgets(buf, size, f)) {
-		fclose(f);
+	n = read(fd, buf, size - 1);
+	close(fd);
+	if (n <= 0)
 		return 0;
-	}
-	fclose(f);
+	buf[n] = '\0';
 	buf[strcspn(buf, "\n")] = '\0';
 	return 1;
 }
@@ -98,8 +102,8 @@ static int devno(const char *dev, unsigned *ma, unsigned *mi)
  * core.blkdev(dev[, brief]) where dev is a path to a block device or
  * "major:minor" -> {path, major, minor, sectors, logical_block_size,
  * readonly, dm_name?, dm_uuid?, loop_backing?, holders = {"M:m", ...}}.
- * brief: only major, minor, sectors, logical_block_size and readonly (what
- * a table's checks need: three sysfs reads). Raises when it is not a block device.
+ * brief: only major, minor, sectors and logical_block_size (what a table's
+ * checks need: two sysfs reads). Raises when it is not a block device.
  */
 static int l_blkdev(lua_State *L)
 {
@@ -128,10 +132,10 @@ static int l_blkdev(lua_State *L)
 	lua_pushinteger(L, sysfs_line(ma, mi, "queue/logical_block_size", buf, sizeof buf)
 	                       ? strtol(buf, NULL, 10) : 512);
 	lua_setfield(L, -2, "logical_block_size");
-	lua_pushboolean(L, sysfs_line(ma, mi, "ro", buf, sizeof buf) && strcmp(buf, "0") != 0);
-	lua_setfield(L, -2, "readonly");
 	if (brief)
 		return 1;
+	lua_pushboolean(L, sysfs_line(ma, mi, "ro", buf, sizeof buf) && strcmp(buf, "0") != 0);
+	lua_setfield(L, -2, "readonly");
 	if (sysfs_line(ma, mi, "dm/name", buf, sizeof buf)) {
 		lua_pushstring(L, buf);
 		lua_setfield(L, -2, "dm_name");

@@ -278,8 +278,9 @@ static int l_create(lua_State *L)
 		dm_task_set_ro(dmt);
 	add_targets(L, 2, dmt, "create", name);
 	/* libdevmapper creates, loads and resumes; if the load or the resume
-	 * fails it removes the device again, so nothing is left half-built. */
-	run(L, dmt, "create", name, 1);
+	 * fails it removes the device again, so nothing is left half-built.
+	 * Without a table there is no disk yet, so no uevent to wait for. */
+	run(L, dmt, "create", name, luaL_len(L, 2) > 0);
 	dm_task_destroy(dmt);
 	return udev_result(L);
 }

@@ -1,5 +1,6 @@
 --- Device-mapper devices: create, load, suspend, resume, remove and read back.
 local check = require "devmapper.check"
+local core = require "devmapper.core"
 local kernel = require "devmapper.kernel"
 local keyring = require "devmapper.keyring"
 local dmtable = require "devmapper.table"
@@ -51,7 +52,12 @@ function device.create(name, t, opts)
   check.uuid("create", name, opts.uuid)
   t = as_table(t, "create", name)
   local ctx = dmtable.context(opts.lookup)
-  local targets = t:targets(ctx, "create", name)
+  return device.make(name, t, t:targets(ctx, "create", name), ctx, opts)
+end
+
+--- Create from a table already resolved (Table:targets) with ctx: what
+-- dm.create does once it has checked the name and resolved the table.
+function device.make(name, t, targets, ctx, opts)
   t:before_create(ctx)
   with_keys(name, targets, "dm_create", {uuid = opts.uuid, readonly = opts.readonly})
   after("keyring of " .. name, keyring.settle, name, targets)
@@ -74,6 +80,26 @@ function device.open(name)
   end
   return wrap(name)
 end
+
+--- The device's info once udev has let go of it: udev opens a device that
+-- was just written, to probe it (its "watch" rule), so while udev has
+-- events queued an open count may be udev's own; wait for its queue to
+-- drain, at most 5 s. Without udev, the info at once.
+function device.settled_info(name)
+  local info = kernel.call("dm_info", name)
+  local deadline = core.monotonic() + 5
+  while info and info.open_count > 0 and not kernel.dry_run and core.monotonic() < deadline do
+    local queued = io.open("/run/udev/queue")
+    if not queued then break end
+    queued:close()
+    core.sleep(0.05)
+    info = kernel.call("dm_info", name)
+  end
+  return info
+end
+
+--- A Device for a name, without asking the kernel (for a caller that just did).
+function device.named(name) return wrap(name) end
 
 --- All devices, in one ioctl: {{name=, major=, minor=}, ...}.
 function device.list()
@@ -131,7 +157,12 @@ end
 function Device:reload(t, opts)
   opts = opts or {}
   t = as_table(t, "reload", self.name)
-  local targets = t:targets(dmtable.context(opts.lookup), "reload", self.name)
+  return self:reload_targets(t:targets(dmtable.context(opts.lookup), "reload", self.name), opts)
+end
+
+--- Reload with targets already resolved (Table:targets); as Device:reload.
+function Device:reload_targets(targets, opts)
+  opts = opts or {}
   local undo = keyring.add(self.name, targets)
   local ok, err = pcall(function()
     kernel.call("dm_load", self.name, targets, {readonly = opts.readonly})
@@ -175,7 +206,7 @@ function Device:remove(opts)
   opts = opts or {}
   local errored = false
   if opts.force then
-    local info = kernel.call("dm_info", self.name)
+    local info = device.settled_info(self.name)
     if info and info.open_count > 0 then
       local sectors = 0
       for _, s in ipairs(kernel.call("dm_table", self.name)) do sectors = s.start + s.length end

@@ -280,11 +280,13 @@ function sandbox.run(argv, opts)
   -- The microvm machine (virtio-mmio devices found through ACPI, no PCI to
   -- probe) booting the uncompressed kernel through PVH. Under emulation the
   -- kernel's early TSC calibration against the PIT sometimes fails, and the
-  -- boot then hangs: it gets the host's clock rate instead. Crypto self-tests
-  -- and the W+X scan are skipped in this throwaway VM.
+  -- boot then hangs: it gets the host's clock rate instead, and keeps the
+  -- TSC (the host's, for every vCPU) as its clock, which is otherwise
+  -- jiffies, 4 ms a tick. Crypto self-tests and the W+X scan are skipped in
+  -- this throwaway VM.
   local args = "console=ttyS0 quiet loglevel=0 panic=-1 cryptomgr.notests rodata=off"
   local mhz = cpu:match("cpu MHz%s*:%s*(%d+)")
-  if accel == "tcg" and mhz then args = args .. " tsc_early_khz=" .. mhz * 1000 end
+  if accel == "tcg" and mhz then args = args .. " tsc_early_khz=" .. mhz * 1000 .. " tsc=reliable" end
   local function share(id, path, tag, ro)
     return "-fsdev", ("local,id=%s,path=%s,security_model=none,multidevs=remap%s"):format(id, path, ro and ",readonly=on" or ""),
            "-device", ("virtio-9p-device,fsdev=%s,mount_tag=%s"):format(id, tag)

@@ -111,7 +111,7 @@ local function remove(dev)
 end
 
 local function refuse_open(op, dev)
-  local info = dev:info()
+  local info = device.settled_info(dev.name)
   if info and info.open_count > 0 then
     check.fail(op, dev.name, "is still open (open count %d): close or unmount it first", info.open_count)
   end

@@ -125,21 +125,21 @@ local function context(self, planned)
 end
 
 -- What a member needs: "create", "reload", "resume", "keep" or "foreign";
--- its targets; what runs before it is created (as command lines, for plans).
-local function decide(self, m, planned)
+-- its targets, resolved with ctx (one for all members: each device is read
+-- once); what runs before it is created (as command lines, for plans).
+local function decide(self, m, ctx)
   local name = self:name(m)
   local info = kernel.call("dm_info", name)
   if info and info.uuid ~= stack.uuid(self.prefix, m) then return {op = "foreign", info = info} end
-  local ctx = context(self, planned)
   local t = self.members[m]
   local d = {info = info, targets = t:targets(ctx, "plan", name)}
   if not info then
     d.op, d.before = "create", t:before_create_lines(ctx)
     return d
   end
-  d.live = dmtable.from_targets(kernel.call("dm_table", name, {keys = true}))
-  if dmtable.compare_targets(d.targets) ~= d.live:compare_text() then
-    d.op = "reload"
+  local live = kernel.call("dm_table", name, {keys = true})
+  if not dmtable.same_targets(d.targets, live) then
+    d.op, d.live = "reload", dmtable.from_targets(live)
   elseif info.suspended then
     d.op = "resume"
   else
@@ -161,8 +161,9 @@ end
 -- @usage print(s:plan())
 function Stack:plan(lenient)
   local plan, planned = setmetatable({}, Plan), {}
+  local ctx = context(self, planned)
   for _, m in ipairs(self.order) do
-    local d = decide(self, m, planned)
+    local d = decide(self, m, ctx)
     if d.op == "foreign" and not lenient then refuse_foreign("plan", self, m, d) end
     if d.op == "create" then
       local last = d.targets[#d.targets]
@@ -203,18 +204,19 @@ end
 function Stack:apply()
   local lock <close> = kernel.lock(self.prefix)
   local tx = transaction.begin("apply", self.prefix)
-  local lookup, made, reloaded = self:lookup(), false, {}
+  local made, reloaded = false, {}
+  local ctx = context(self, {})
   for _, m in ipairs(self.order) do
     local name = self:name(m)
-    local d = tx:step("plan " .. name, decide, self, m, {})
+    local d = tx:step("plan " .. name, decide, self, m, ctx)
     if d.op == "foreign" then tx:step("plan " .. name, refuse_foreign, "apply", self, m, d) end
     if d.op == "create" then
-      tx:step("create " .. name, device.create, name, self.members[m], {uuid = stack.uuid(self.prefix, m), lookup = lookup})
+      tx:step("create " .. name, device.make, name, self.members[m], d.targets, ctx, {uuid = stack.uuid(self.prefix, m)})
       made = true
     elseif d.op == "reload" then
-      local dev = tx:step("read " .. name, device.open, name)
+      local dev = device.named(name)
       -- the old keys stay in the device's keyring until nothing can roll back to them
-      tx:step("reload " .. name, dev.reload, dev, self.members[m], {lookup = lookup, settle = false})
+      tx:step("reload " .. name, dev.reload_targets, dev, d.targets, {settle = false})
       tx:undo("table of " .. name, function() dev:reload(d.live) end)
       reloaded[#reloaded + 1] = name
     elseif d.op == "resume" then
@@ -230,18 +232,27 @@ function Stack:apply()
   return self
 end
 
--- Resume, then remove devices, each once nothing holds it any more (the
--- kernel's holders). Every device is tried; one error lists what is left
--- (a remove that failed, a device something still holds), with `left` and
--- `retry` as scope.run_all gives them.
--- Resume the suspended ones among names, each after the suspended devices
--- it sits on: a resume over a suspended device would wait on it (with udev,
+-- Whether a device in `waiting` (by major:minor) lies anywhere beneath the
+-- device `name`.
+local function on_waiting(name, waiting, depth)
+  local ok, deps = pcall(kernel.call, "dm_deps", name)
+  for _, d in ipairs(ok and deps or {}) do
+    local mm = d.major .. ":" .. d.minor
+    if waiting[mm] then return true end
+    local bok, f = pcall(kernel.blkdev, mm)
+    if bok and f.dm_name and depth < 16 and on_waiting(f.dm_name, waiting, depth + 1) then return true end
+  end
+  return false
+end
+
+-- Resume the suspended ones among names, each after every suspended device
+-- beneath it: a resume over a suspended device would wait on it (with udev,
 -- udev's probe of the resumed device would, and the resume with it).
-local function resume_all(names)
+local function resume_all(names, infos)
   local suspended, waiting = {}, {}
   for _, n in ipairs(names) do
-    local ok, info = pcall(kernel.call, "dm_info", n)
-    if ok and info and info.suspended then
+    local info = infos[n]
+    if info.suspended then
       local s = {name = n, dev = info.major .. ":" .. info.minor}
       suspended[#suspended + 1], waiting[s.dev] = s, s
     end
@@ -251,10 +262,7 @@ local function resume_all(names)
     progress = false
     for _, s in ipairs(suspended) do
       if waiting[s.dev] then
-        local ok, deps = pcall(kernel.call, "dm_deps", s.name)
-        local below = false
-        for _, d in ipairs(ok and deps or {}) do below = below or waiting[d.major .. ":" .. d.minor] ~= nil end
-        if not below then
+        if not on_waiting(s.name, waiting, 0) then
           device.ensure_resumed(s.name)
           waiting[s.dev], progress = nil, true
         end
@@ -264,23 +272,37 @@ local function resume_all(names)
   for _, s in ipairs(suspended) do if waiting[s.dev] then device.ensure_resumed(s.name) end end
 end
 
-local function remove_all(op, label, names)
-  resume_all(names)
+-- The dm info of each name that exists: the names, and the infos by name.
+local function infos_of(names)
+  local exist, infos = {}, {}
+  for _, n in ipairs(names) do
+    local info = kernel.call("dm_info", n)
+    if info then exist[#exist + 1], infos[n] = n, info end
+  end
+  return exist, infos
+end
+
+local ENXIO = 6
+
+-- Remove the devices `names` (their dm infos in `infos`, just read), each
+-- once nothing holds it any more (the kernel's holders), suspended ones
+-- resumed first. Every device is tried; one error lists what is left (a
+-- remove that failed, a device something still holds), with `left` and
+-- `retry` as scope.run_all gives them.
+local function remove_all(op, label, names, infos)
+  resume_all(names, infos)
   local failed, held, left = {}, {}, names
   repeat
     local keep, progress = {}, false
     for _, n in ipairs(left) do
-      local ok, info = pcall(kernel.call, "dm_info", n)
-      if not ok then
-        failed[n] = info
-      elseif info then
-        -- a device that never got a table has no block device yet: no holders
-        local fok, f = pcall(kernel.blkdev, info.major .. ":" .. info.minor)
-        held[n] = fok and #f.holders > 0 and f.holders or nil
-        if not held[n] and not failed[n] then
-          local rok, err = pcall(function() device.open(n):remove() end)
-          if rok then progress = true else failed[n] = err end
-        end
+      local info = infos[n]
+      -- a device that never got a table has no block device yet: no holders
+      local fok, f = pcall(kernel.blkdev, info.major .. ":" .. info.minor)
+      held[n] = fok and #f.holders > 0 and f.holders or nil
+      if not held[n] and not failed[n] then
+        local dev = device.named(n)
+        local rok, err = pcall(dev.remove, dev)
+        if rok or (type(err) == "table" and err.errno == ENXIO) then progress = true else failed[n] = err end
       end
       if failed[n] or held[n] then keep[#keep + 1] = n end
     end
@@ -294,13 +316,14 @@ local function remove_all(op, label, names)
     else
       local by = {}
       for j, h in ipairs(held[n]) do
-        local ok, f = pcall(kernel.blkdev, h)
-        by[j] = ok and f.path or h
+        local ok, bf = pcall(kernel.blkdev, h)
+        by[j] = ok and bf.path or h
       end
       why[i] = ("%s (held by %s)"):format(n, table.concat(by, ", "))
     end
   end
-  core.error {op = op, name = label, errno = 16, left = left, retry = function() return remove_all(op, label, left) end,
+  core.error {op = op, name = label, errno = 16, left = left,
+              retry = function() return remove_all(op, label, infos_of(left)) end,
               message = ("%d of %d devices left: %s"):format(#left, #names, table.concat(why, "; "))}
 end
 
@@ -308,13 +331,14 @@ end
 -- as the kernel's holders say, resuming suspended ones first.
 function Stack:teardown()
   local lock <close> = kernel.lock(self.prefix)
-  local names = {}
+  local names, infos = {}, {}
   for i = #self.order, 1, -1 do
     local m = self.order[i]
-    local info = kernel.call("dm_info", self:name(m))
-    if info and info.uuid == stack.uuid(self.prefix, m) then names[#names + 1] = self:name(m) end
+    local name = self:name(m)
+    local info = kernel.call("dm_info", name)
+    if info and info.uuid == stack.uuid(self.prefix, m) then names[#names + 1], infos[name] = name, info end
   end
-  remove_all("teardown", self.prefix, names)
+  remove_all("teardown", self.prefix, names, infos)
 end
 
 --- Each member's state, in dependency order (also indexed by member):
@@ -354,13 +378,13 @@ function stack.cleanup(prefix)
   check_prefix("cleanup", prefix)
   local lock <close> = kernel.lock(prefix)
   local want = "DMLUA-" .. prefix .. "-"
-  local names = {}
+  local names, infos = {}, {}
   for _, d in ipairs(kernel.call("dm_list")) do
     local info = kernel.call("dm_info", d.name)
-    if info and info.uuid and info.uuid:sub(1, #want) == want then names[#names + 1] = d.name end
+    if info and info.uuid and info.uuid:sub(1, #want) == want then names[#names + 1], infos[d.name] = d.name, info end
   end
   table.sort(names)
-  remove_all("cleanup", prefix, names)
+  remove_all("cleanup", prefix, names, infos)
   -- keyrings of devices that were never made or are gone (a kill in between)
   keyring.cleanup(prefix .. "-")
   return names

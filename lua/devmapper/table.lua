@@ -220,16 +220,20 @@ end
 
 function Table.__eq(a, b) return a:compare_text() == b:compare_text() end
 
---- The compare text of targets already resolved for the kernel (see
--- Table:targets), without resolving the table again.
-function M.compare_targets(targets)
-  local core = require "devmapper.core"
-  local l = {}
-  for i, s in ipairs(targets) do
-    local p = s.key and s.params:gsub("<key>", function() return "key:" .. core.key_fingerprint(s.key) end) or s.params
-    l[i] = {start = s.start, length = s.length, type = s.type, params = p}
+--- Whether targets resolved for the kernel (Table:targets) are what the
+-- kernel holds (core.dm_table with {keys = true}), compared as the kernel
+-- prints them: the module formats exactly that text, so no parsing is needed.
+-- Keys compare by value (never as text).
+function M.same_targets(mine, live)
+  if #mine ~= #live then return false end
+  for i, a in ipairs(mine) do
+    local b = live[i]
+    if a.start ~= b.start or a.length ~= b.length or a.type ~= b.type or a.params ~= b.params
+       or (a.key == nil) ~= (b.key == nil) or (a.key ~= nil and a.key ~= b.key) then
+      return false
+    end
   end
-  return format(l)
+  return true
 end
 
 -- A table line's start or length: plain decimal, as the kernel's u64 fields.

@@ -290,11 +290,19 @@ function target.form(decl)
   return #w == 0 and "no parameters" or table.concat(w, " ")
 end
 
+-- Descriptions by Key (an HMAC per resolution is costly; a Key's bytes never change).
+local descs = setmetatable({}, {__mode = "k"})
+
 --- The keyring description a key goes under: named after the key (an HMAC
 -- keyed by it, from which nothing of it can be recovered), so the same key
 -- gives the same table text in every run.
 function target.key_desc(k)
-  return "devmapper:" .. core.key_fingerprint(k)
+  local d = descs[k]
+  if not d then
+    d = "devmapper:" .. core.key_fingerprint(k)
+    descs[k] = d
+  end
+  return d
 end
 
 -- What stands for a secret: a keyring reference, "<key>" for the C core
