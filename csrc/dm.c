@@ -96,17 +96,24 @@ static char udev_note[256];
  * udevcomplete` would), libdevmapper checks the /dev/mapper node itself,
  * and the note says what was stuck.
  */
+static double now(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
 static void udev_wait(uint32_t cookie, const char *op, const char *name)
 {
 	struct timespec nap = {0, 1000000};
-	double waited = 0;
+	double deadline = now() + udev_timeout;
 	int ready = 0;
 	if (!cookie || !dm_udev_get_sync_support()) {
 		dm_udev_wait(cookie); /* no udev: makes the nodes, never waits */
 		return;
 	}
 	while (dm_udev_wait_immediate(cookie, &ready) && !ready) {
-		if (waited >= udev_timeout) {
+		if (now() >= deadline) {
 			snprintf(udev_note, sizeof udev_note,
 			         "%s '%s': udev did not finish with its events within %g s "
 			         "(is systemd-udevd running and handling events?); "
@@ -116,7 +123,6 @@ static void udev_wait(uint32_t cookie, const char *op, const char *name)
 			return;
 		}
 		nanosleep(&nap, NULL);
-		waited += nap.tv_nsec / 1e9;
 		if (nap.tv_nsec < 64000000) /* 1 ms, doubling up to 64 ms */
 			nap.tv_nsec *= 2;
 	}

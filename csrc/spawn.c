@@ -24,7 +24,7 @@ static void on_signal(int sig)
 		kill(child, SIGKILL);
 	} else if (signals_seen++ == 0 && notify_fd >= 0) {
 		char line[3] = {(char)('0' + sig / 10), (char)('0' + sig % 10), '\n'};
-		if (write(notify_fd, line, sizeof line) < 0) /* no reader: end it instead */
+		if (write(notify_fd, line, sizeof line) < 0) /* could not pass it on: end it instead */
 			kill(child, SIGKILL);
 	} else
 		kill(child, SIGKILL);
@@ -92,22 +92,32 @@ static int l_spawn(lua_State *L)
 		prctl(PR_SET_PDEATHSIG, SIGKILL);
 		if (getppid() != parent) /* we died before prctl took */
 			_exit(127);
-		if (null >= 0)
+		if (null > 0) {
 			dup2(null, 0);
+			close(null);
+		}
 		for (i = 0; i < sizeof passed / sizeof *passed; i++)
 			signal(passed[i], old[i].sa_handler == SIG_IGN ? SIG_IGN : SIG_DFL);
+		signal(SIGTTOU, SIG_IGN); /* a background group may write to the terminal */
 		sigprocmask(SIG_SETMASK, &saved, NULL);
 		execvp(argv[0], (char *const *)argv);
 		_exit(127);
 	}
 	if (pid > 0) {
+		siginfo_t info;
 		child = pid;
 		if (timeout > 0)
 			alarm((unsigned)timeout);
 		sigprocmask(SIG_SETMASK, &saved, NULL);
-		while (waitpid(pid, &status, 0) < 0 && errno == EINTR)
+		/* Wait for the end without reaping: until the signals are held
+		 * again, a handler may still kill this pid, so it must not be
+		 * free for reuse. */
+		while (waitid(P_PID, pid, &info, WEXITED | WNOWAIT) < 0 && errno == EINTR)
 			;
-		alarm(0);
+		sigprocmask(SIG_BLOCK, &block, NULL);
+		if (timeout > 0)
+			alarm(0);
+		waitpid(pid, &status, 0);
 	}
 	{
 		int err = errno;
@@ -123,15 +133,15 @@ static int l_spawn(lua_State *L)
 		if (pid < 0)
 			return raise_error(L, "spawn", argv[0], err, "cannot fork");
 	}
-	if (timed_out) {
-		lua_pushinteger(L, 124);
-		lua_pushliteral(L, "timeout");
-	} else if (WIFSIGNALED(status)) {
-		lua_pushinteger(L, 128 + WTERMSIG(status));
-		lua_pushliteral(L, "signal");
-	} else {
+	if (WIFEXITED(status)) {
 		lua_pushinteger(L, WEXITSTATUS(status));
 		lua_pushliteral(L, "exit");
+	} else if (timed_out) {
+		lua_pushinteger(L, 124);
+		lua_pushliteral(L, "timeout");
+	} else {
+		lua_pushinteger(L, 128 + WTERMSIG(status));
+		lua_pushliteral(L, "signal");
 	}
 	return 2;
 }

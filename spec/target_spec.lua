@@ -167,6 +167,9 @@ describe("target grammar", function()
     refused(function() dm.linear("/dev/my disk") end, "field 'dev' must be one word")
     refused(function() dm.linear("/dev/a\0b") end, "field 'dev' must be one word")
     refused(function() dm.crypt {"7:0", cipher = "aes#x", key = dm.key.random(32)} end, "field 'cipher' must not hold '#'")
+    -- "<key>" is where the C core writes a hex key: nowhere else
+    refused(function() dm.table.parse("0 8 crypt <key> " .. ("00"):rep(32) .. " 0 7:0 0") end, "must not hold '<' or '>'")
+    refused(function() dm.linear("/dev/<key>") end, "field 'dev' must not hold '<key>'")
   end)
 
   it("refuses a NUL byte anywhere in table text (the C core would end the text there)", function()

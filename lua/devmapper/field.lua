@@ -30,6 +30,7 @@ end
 function field.word_rule(w)
   if w:find("[%s%c\xa0]") then return "must be one word (no white space or control characters)" end
   if w:find("#", 1, true) then return "must not hold '#' (table text reads the rest of a line as a comment)" end
+  if w:find("<key>", 1, true) then return "must not hold '<key>' (the C core puts a key's hex there)" end
 end
 
 -- Decimal digits as a Lua integer within max, or nil and the rule.

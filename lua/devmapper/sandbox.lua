@@ -126,20 +126,25 @@ while [ ! -e /dev/hvc0 ] && [ $i -lt 500 ]; do $B sleep 0.02; i=$((i + 1)); done
 [ -e /dev/hvc0 ] || fail "no virtio console for the output after 10 s"
 exec 3>/dev/hvc0
 $B stty raw -echo <&3
-$B chroot /host /bin/sh /run/sandbox/cmd.sh </dev/null >&3 2>&3 &
-pid=$!
 # A signal the host passes on comes as its number on the virtio port
-# "dmlua.signal"; the command gets it, so that it can undo what it made.
-i=0
-while [ -z "$port" ] && [ $i -lt 250 ]; do
-  for p in /sys/class/virtio-ports/*; do
-    read -r n < $p/name && [ "$n" = dmlua.signal ] && [ -e /dev/${p##*/} ] && port=/dev/${p##*/}
+# "dmlua.signal"; the command (cmd.sh writes its pid to /io/pid) gets it,
+# so that it can undo what it made. The command runs in the foreground: a
+# background one would start with SIGINT ignored, for good.
+(
+  i=0
+  while [ -z "$port" ] && [ $i -lt 250 ]; do
+    for p in /sys/class/virtio-ports/*; do
+      read -r n < $p/name && [ "$n" = dmlua.signal ] && [ -e /dev/${p##*/} ] && port=/dev/${p##*/}
+    done
+    [ -n "$port" ] || $B sleep 0.02
+    i=$((i + 1))
   done
-  [ -n "$port" ] || $B sleep 0.02
-  i=$((i + 1))
-done
-[ -n "$port" ] && (read -r s < $port && kill -$s $pid) &
-wait $pid
+  [ -n "$port" ] && read -r s < $port || exit
+  i=0
+  while [ ! -s /io/pid ] && [ $i -lt 250 ]; do $B sleep 0.02; i=$((i + 1)); done
+  read -r pid < /io/pid && kill -$s $pid
+) &
+$B chroot /host /bin/sh /run/sandbox/cmd.sh </dev/null >&3 2>&3
 echo $? > /io/status
 $B poweroff -f
 ]]
@@ -174,7 +179,7 @@ function sandbox.vmlinux(ver, vmlinuz)
   local image = read(vmlinuz) or ""
   for _, p in ipairs(PAYLOADS) do
     local at = image:find(p[1], 1, true)
-    local tmp = ("%s/.vmlinux-%s.tmp"):format(cache_dir(), ver)
+    local tmp = ("%s/.vmlinux-%s.%d"):format(cache_dir(), ver, math.random(1 << 30))  -- one per process
     if at and os.execute(("mkdir -p %s && tail -c +%d %s | %s > %s 2>/dev/null"):format(sh_quote(cache_dir()), at,
                          sh_quote(vmlinuz), p[2], sh_quote(tmp)))
        and (read(tmp) or ""):sub(1, 4) == "\x7fELF" then
@@ -189,14 +194,20 @@ end
 --- Path of the initramfs for a kernel version, built once and cached.
 function sandbox.initramfs(ver)
   local dir = cache_dir()
-  local out = ("%s/initramfs-%s-%s.cpio"):format(dir, ver, fnv1a(INIT .. table.concat(MODULES, " ")))
+  -- named after the init, the modules and the kernel's module list (an update in place changes it)
+  local dep = io.open("/usr/lib/modules/" .. ver .. "/modules.dep", "rb")
+  local depsize = dep and dep:seek("end")
+  if dep then dep:close() end
+  local out = ("%s/initramfs-%s-%s.cpio"):format(dir, ver, fnv1a(INIT .. table.concat(MODULES, " ") .. tostring(depsize)))
   if exists(out) then return out end
   local order, paths, deps = module_order(ver)
   local stage = lines("mktemp -d")[1]
+  assert(stage and stage:match("^/"), "cannot make a staging directory")
+  local q = sh_quote(stage)
   -- the modules, uncompressed, with their own modules.dep: one modprobe loads them all
   local mods = stage .. "/lib/modules/" .. ver
-  os.execute(("mkdir -p %s %s/bin %s %s/proc %s/sys %s/dev %s/host %s/io %s/upper && cp /bin/busybox %s/bin/")
-             :format(sh_quote(dir), stage, sh_quote(mods), stage, stage, stage, stage, stage, stage, stage))
+  assert(os.execute(("cd %s && mkdir -p %s bin proc sys dev host io upper %s && cp /bin/busybox bin/")
+                    :format(q, sh_quote(dir), sh_quote(mods))), "cannot stage the initramfs")
   local dep = {}
   for i, m in ipairs(order) do
     local src = paths[m]
@@ -214,8 +225,8 @@ function sandbox.initramfs(ver)
   local tmp = dir .. "/.initramfs." .. stage:match("[^/]+$")
   -- not compressed: the kernel would spend longer unpacking it under emulation than reading it
   local ok = os.execute(("cd %s && find . | cpio -o -H newc --quiet > %s && rm -f %s/initramfs-%s-* && mv %s %s")
-                        :format(stage, sh_quote(tmp), sh_quote(dir), sh_quote(ver), sh_quote(tmp), sh_quote(out)))
-  os.execute("rm -rf " .. stage)
+                        :format(q, sh_quote(tmp), sh_quote(dir), sh_quote(ver), sh_quote(tmp), sh_quote(out)))
+  os.execute("rm -rf " .. q)
   assert(ok, "cannot build the sandbox initramfs")
   return out
 end
@@ -243,6 +254,7 @@ local function command_script(argv, udev)
   end
   s[#s + 1] = "cd " .. sh_quote(lines("pwd")[1])
   s[#s + 1] = "set +e"
+  s[#s + 1] = "echo $$ > /run/sandbox/pid"   -- the pid the command keeps: signals go to it
   local q = {}
   for i, a in ipairs(argv) do q[i] = sh_quote(a) end
   s[#s + 1] = "exec " .. table.concat(q, " ")

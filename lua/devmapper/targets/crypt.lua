@@ -31,6 +31,8 @@ local function parse_cipher(spec)
   if #spec >= 16 and not spec:find("[^%x]") then
     return nil, "looks like a hex key, not a cipher: crypt takes <cipher> <key> <iv_offset> <dev> <offset>"
   end
+  -- no cipher has them; "<key>" is where the C core writes a hex key
+  if spec:find("[<>]") then return nil, "must not hold '<' or '>'" end
   -- as crypt_ctr_cipher_old splits it: a part that is absent (nil) is not an empty one
   local head, after = spec:match("^([^-]*)(.*)$")
   local chain, rest = after:match("^%-([^-]*)%-?(.*)$")
