@@ -82,6 +82,9 @@ build/bench-floor: bench/floor.c
 
 # N devices per batch, ROUNDS interleaved rounds, stacks of SCALE members
 # (a VM with room for a thousand dm-crypt devices).
+N ?= 100
+ROUNDS ?= 5
+SCALE ?= 10,100,1000
 bench: deps all build/bench-floor
 	DMLUA_SANDBOX_MEMORY=4G build/dmlua --sandbox bench/run.lua $(N) $(ROUNDS) $(SCALE)
 

@@ -75,9 +75,9 @@ function target.define(decl)
   return decl
 end
 
---- A builder's arguments as fields: `opts` (a table, or nil when `by_position`
--- is given) with its values at integer keys named after `positions`, plus
--- `given` (values passed as arguments); a field given twice is refused.
+--- A builder's arguments as fields: the table `opts` (or nil), whose values
+-- at integer keys are the fields `positions` names, plus `given` (fields
+-- passed as arguments of their own); a field given twice is refused.
 -- @usage new = function(dev, opts) return target.fields("linear", opts, {}, {dev = dev}) end
 function target.fields(type_name, opts, positions, given)
   if opts ~= nil and type(opts) ~= "table" then
