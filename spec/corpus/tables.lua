@@ -576,4 +576,6 @@ return {
   {"0 4096 crypt aes--plain64 $KEY32 0 $A 0", kernel = "refused", errno = "ENOENT", reason = "crypt: Error allocating crypto tfm (-ENOENT)", note = "an empty chain mode before an IV mode", group = "crypt"},
   {"0 4096 crypt aes-plain- $KEY32 0 $A 0", kernel = "refused", errno = "ENOENT", reason = "crypt: Error allocating crypto tfm (-ENOENT)", note = "an empty IV mode", group = "crypt"},
   {"0 4096 crypt 00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff - 0 $A 0", kernel = "refused", errno = "ENOENT", reason = "crypt: Error allocating crypto tfm (-ENOENT)", note = "the key where the cipher goes", group = "crypt"},
+  {"0 4096 crypt aes-xts-plain64 :2147483648:logon:devmapper:corpus64 0 $A 0", kernel = "refused", errno = "EINVAL", reason = "crypt: Cannot parse key size (-EINVAL)", note = "keyring key size 2^31: negative as the kernel's int", group = "crypt"},
+  {"0 4096 crypt aes-xts-plain64 :4294967295:logon:devmapper:corpus64 0 $A 0", kernel = "refused", errno = "EINVAL", reason = "crypt: Cannot parse key size (-EINVAL)", note = "keyring key size 2^32-1", group = "crypt"},
 }
