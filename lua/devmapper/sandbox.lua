@@ -262,10 +262,10 @@ local function command_script(argv, udev)
 end
 
 --- Run argv in a fresh VM; its output comes to our stdout (stdout and
--- stderr merged), its exit status is returned.
+-- stderr merged), its exit status is returned. SIGINT, SIGTERM and SIGHUP
+-- are passed on to the command in the guest (a second one ends the VM at
+-- once); the VM never outlives the caller.
 -- @tparam table argv {"/abs/program", "arg", ...}
--- SIGINT, SIGTERM and SIGHUP are passed on to the command in the guest (a
--- second one ends the VM at once); the VM never outlives the caller.
 -- @tparam[opt] table opts {timeout = seconds (DMLUA_SANDBOX_TIMEOUT or 3600),
 --   memory = "1024M" (DMLUA_SANDBOX_MEMORY),
 --   udev = true: run systemd-udevd in the guest, as on a real machine (DMLUA_SANDBOX_UDEV=1)}
@@ -303,7 +303,7 @@ function sandbox.run(argv, opts)
     return "-fsdev", ("local,id=%s,path=%s,security_model=none,multidevs=remap%s"):format(id, path, ro and ",readonly=on" or ""),
            "-device", ("virtio-9p-device,fsdev=%s,mount_tag=%s"):format(id, tag)
   end
-  local argv = {
+  local qemu = {
     "qemu-system-x86_64", "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
     "-M", "microvm", "-accel", accel, "-cpu", "max", "-smp", "2",
     "-m", opts.memory or os.getenv("DMLUA_SANDBOX_MEMORY") or "1024M",
@@ -311,8 +311,8 @@ function sandbox.run(argv, opts)
     "-device", "virtio-serial-device", "-chardev", "stdio,id=out,signal=off", "-device", "virtconsole,chardev=out",
     "-chardev", "pipe,id=sig,path=" .. io_dir .. "/signal", "-device", "virtserialport,chardev=sig,name=dmlua.signal",
     share("root", "/", "hostroot", true)}
-  for _, a in ipairs {share("io", io_dir, "io", false)} do argv[#argv + 1] = a end
-  local status, how = core.spawn(argv, {notify = io_dir .. "/signal.in", timeout = timeout})
+  for _, a in ipairs {share("io", io_dir, "io", false)} do qemu[#qemu + 1] = a end
+  local status, how = core.spawn(qemu, {notify = io_dir .. "/signal.in", timeout = timeout})
   io.stdout:flush()
   local code = tonumber(read(io_dir .. "/status") or "")
   local guest_error = read(io_dir .. "/error")

@@ -228,8 +228,7 @@ function M.same_targets(mine, live)
   if #mine ~= #live then return false end
   for i, a in ipairs(mine) do
     local b = live[i]
-    if a.start ~= b.start or a.length ~= b.length or a.type ~= b.type or a.params ~= b.params
-       or (a.key == nil) ~= (b.key == nil) or (a.key ~= nil and a.key ~= b.key) then
+    if a.start ~= b.start or a.length ~= b.length or a.type ~= b.type or a.params ~= b.params or a.key ~= b.key then
       return false
     end
   end
