@@ -1,11 +1,11 @@
 # lua-devmapper: build, dmlua, test, demo, install.
-PKGS    = lua5.4 devmapper openssl
+PKGS    = lua5.4 devmapper openssl libcryptsetup
 CFLAGS ?= -O2 -g
 CFLAGS += -std=gnu11 -Wall -Wextra -fPIC $(shell pkg-config --cflags $(PKGS))
 LDLIBS  = $(shell pkg-config --libs $(PKGS)) -lm -ldl
 CORE    = csrc/core.c csrc/dm.c csrc/loop.c csrc/blkdev.c csrc/secure.c csrc/kdf.c \
           csrc/keyinput.c csrc/keyring.c csrc/preflight.c \
-          csrc/critical.c csrc/lock.c csrc/spawn.c
+          csrc/critical.c csrc/lock.c csrc/spawn.c csrc/luks.c csrc/verity.c
 LUASRC  = $(wildcard lua/devmapper/*.lua lua/devmapper/targets/*.lua)
 PREFIX ?= /usr/local
 LUAVER  = 5.4
@@ -23,7 +23,7 @@ KERNEL_LANES = "kernel lane (sandbox VM, no udev)" "build/dmlua --sandbox /usr/b
 endif
 
 # Debian packages needed to build, test and run the sandbox.
-DEBS = gcc make pkg-config lua5.4 liblua5.4-dev libdevmapper-dev libssl-dev \
+DEBS = gcc make pkg-config lua5.4 liblua5.4-dev libdevmapper-dev libssl-dev libcryptsetup-dev \
        lua-busted qemu-system-x86 linux-image-amd64 busybox-static \
        dmsetup cryptsetup-bin keyutils gdb udev strace
 

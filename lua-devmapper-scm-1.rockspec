@@ -9,6 +9,7 @@ dependencies = {"lua >= 5.4"}
 external_dependencies = {
   DEVMAPPER = {header = "libdevmapper.h", library = "devmapper"},
   OPENSSL = {header = "openssl/evp.h", library = "crypto"},
+  CRYPTSETUP = {header = "libcryptsetup.h", library = "cryptsetup"},
 }
 build = {
   type = "builtin",
@@ -17,10 +18,10 @@ build = {
       sources = {"csrc/core.c", "csrc/dm.c", "csrc/loop.c", "csrc/blkdev.c", "csrc/secure.c",
                   "csrc/kdf.c", "csrc/keyinput.c", "csrc/keyring.c",
                   "csrc/preflight.c", "csrc/critical.c",
-                  "csrc/lock.c", "csrc/spawn.c"},
-      libraries = {"devmapper", "crypto"},
-      incdirs = {"$(DEVMAPPER_INCDIR)", "$(OPENSSL_INCDIR)"},
-      libdirs = {"$(DEVMAPPER_LIBDIR)", "$(OPENSSL_LIBDIR)"},
+                  "csrc/lock.c", "csrc/spawn.c", "csrc/luks.c", "csrc/verity.c"},
+      libraries = {"devmapper", "crypto", "cryptsetup"},
+      incdirs = {"$(DEVMAPPER_INCDIR)", "$(OPENSSL_INCDIR)", "$(CRYPTSETUP_INCDIR)"},
+      libdirs = {"$(DEVMAPPER_LIBDIR)", "$(OPENSSL_LIBDIR)", "$(CRYPTSETUP_LIBDIR)"},
     },
     ["devmapper"] = "lua/devmapper/init.lua",
     ["devmapper.check"] = "lua/devmapper/check.lua",
@@ -30,6 +31,7 @@ build = {
     ["devmapper.key"] = "lua/devmapper/key.lua",
     ["devmapper.keyring"] = "lua/devmapper/keyring.lua",
     ["devmapper.loop"] = "lua/devmapper/loop.lua",
+    ["devmapper.luks"] = "lua/devmapper/luks.lua",
     ["devmapper.sandbox"] = "lua/devmapper/sandbox.lua",
     ["devmapper.scope"] = "lua/devmapper/scope.lua",
     ["devmapper.size"] = "lua/devmapper/size.lua",
@@ -46,5 +48,6 @@ build = {
     ["devmapper.targets.striped"] = "lua/devmapper/targets/striped.lua",
     ["devmapper.targets.zero"] = "lua/devmapper/targets/zero.lua",
     ["devmapper.transaction"] = "lua/devmapper/transaction.lua",
+    ["devmapper.verity"] = "lua/devmapper/verity.lua",
   },
 }

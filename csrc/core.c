@@ -135,5 +135,7 @@ int luaopen_devmapper_core(lua_State *L)
 	critical_open(L);
 	lock_open(L);
 	spawn_open(L);
+	luks_open(L);
+	verity_open(L);
 	return 1;
 }

@@ -29,6 +29,15 @@ void preflight_open(lua_State *L);
 void critical_open(lua_State *L);
 void lock_open(lua_State *L);
 void spawn_open(lua_State *L);
+void luks_open(lua_State *L);
+void verity_open(lua_State *L);
+
+/* luks.c: libcryptsetup's error lines since the last reset, which the
+ * contexts given to cryptsetup_log_to write into. */
+struct crypt_device;
+const char *cryptsetup_log(void);
+void cryptsetup_log_reset(void);
+void cryptsetup_log_to(struct crypt_device *cd);
 
 /* secure.c: locked memory, and the devmapper.Key that holds it. */
 #define KEY_TYPE "devmapper.Key"

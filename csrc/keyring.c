@@ -151,11 +151,13 @@ static long find_ring(const char *ring)
 /*
  * The ring's serial, made in @u when missing (then *made is set). add_key
  * of a keyring displaces one of the same name, so it is only called after
- * a search found none (two processes racing here should hold a lock).
+ * a search found none: here, or the caller's own just before (`fresh`,
+ * which spares a second search, and a miss descends into every keyring in
+ * @u). Two processes racing here should hold a lock.
  */
-static long ensure_ring(lua_State *L, const char *ring, const char *op, int *made)
+static long ensure_ring(lua_State *L, const char *ring, const char *op, int fresh, int *made)
 {
-	long id = find_ring(ring);
+	long id = fresh ? 0 : find_ring(ring);
 	*made = 0;
 	if (id < 0)
 		raise_error(L, op, ring, errno, "cannot search the user keyring for the keyring");
@@ -245,24 +247,25 @@ static int push_members(lua_State *L, long ring, const char *type, const char *p
 	return 0;
 }
 
-/* core.ring_add(ring, desc, key) -> ":size:logon:desc": the key's bytes as
- * the logon key desc in ring (made in @u if missing); an existing desc in
- * that ring is updated in place. */
+/* core.ring_add(ring, desc, key[, fresh]) -> ":size:logon:desc": the key's
+ * bytes as the logon key desc in ring (made in @u if missing, without a
+ * search when fresh: the caller just found none); an existing desc in that
+ * ring is updated in place. */
 static int l_ring_add(lua_State *L)
 {
 	const char *ring = name_arg(L, 1, "ring.add", "keyring name");
 	const char *desc = name_arg(L, 2, "ring.add", "key description");
 	struct key *k = key_check(L, 3, "ring.add");
 	int made;
-	long id = ensure_ring(L, ring, "ring.add", &made);
+	long id = ensure_ring(L, ring, "ring.add", lua_toboolean(L, 4), &made);
 	if (syscall(SYS_add_key, "logon", desc, k->bytes, k->size, id) < 0)
 		return ring_failed(L, id, made, "ring.add", ring, errno, "cannot add the logon key '%s' to the keyring", desc);
 	lua_pushfstring(L, ":%d:logon:%s", (int)k->size, desc);
 	return 1;
 }
 
-/* core.ring_link(ring, desc) -> true, or false when no logon key desc is
- * reachable from @u (then no ring is made either). */
+/* core.ring_link(ring, desc[, fresh]) -> true, or false when no logon key
+ * desc is reachable from @u (then no ring is made either). */
 static int l_ring_link(lua_State *L)
 {
 	const char *ring = name_arg(L, 1, "ring.link", "keyring name");
@@ -273,7 +276,7 @@ static int l_ring_link(lua_State *L)
 		return lua_pushboolean(L, 0), 1;
 	if (key < 0)
 		return raise_error(L, "ring.link", ring, errno, "cannot search the user keyring for the key '%s'", desc);
-	id = ensure_ring(L, ring, "ring.link", &made);
+	id = ensure_ring(L, ring, "ring.link", lua_toboolean(L, 3), &made);
 	if (syscall(SYS_keyctl, KEYCTL_LINK, key, id) < 0)
 		return ring_failed(L, id, made, "ring.link", ring, errno, "cannot link the key '%s' into the keyring", desc);
 	lua_pushboolean(L, 1);

@@ -30,14 +30,16 @@ local function after(what, fn, ...)
   if not ok then kernel.warn(("%s: %s"):format(what, tostring(err))) end
 end
 
--- The ioctl with the table's keyring keys linked first and taken back if it fails.
+-- The ioctl with the table's keyring keys linked first and taken back if it
+-- fails. Returns keyring.add's settle (nil for a table without keyring keys).
 local function with_keys(name, targets, op, ...)
-  local undo = keyring.add(name, targets)
+  local undo, settle = keyring.add(name, targets)
   local ok, err = pcall(kernel.call, op, name, targets, ...)
   if not ok then
     if undo then undo() end
     error(err, 0)
   end
+  return settle
 end
 
 --- Create a device with a table and make it live (dmsetup create).
@@ -59,8 +61,10 @@ end
 -- dm.create does once it has checked the name and resolved the table.
 function device.make(name, t, targets, ctx, opts)
   t:before_create(ctx)
-  with_keys(name, targets, "dm_create", {uuid = opts.uuid, readonly = opts.readonly})
-  after("keyring of " .. name, keyring.settle, name, targets)
+  -- a table without keyring keys touches no ring: a stale one, left by a
+  -- kill between linking keys and a create, goes at remove or dm.cleanup
+  local settle = with_keys(name, targets, "dm_create", {uuid = opts.uuid, readonly = opts.readonly})
+  if settle then after("keyring of " .. name, settle) end
   local dev = wrap(name)
   scope.track("device " .. name, function()
     if kernel.call("dm_info", dev.name) then
@@ -163,7 +167,7 @@ end
 --- Reload with targets already resolved (Table:targets); as Device:reload.
 function Device:reload_targets(targets, opts)
   opts = opts or {}
-  local undo = keyring.add(self.name, targets)
+  local undo, settle = keyring.add(self.name, targets)
   local ok, err = pcall(function()
     kernel.call("dm_load", self.name, targets, {readonly = opts.readonly})
     swap(self, opts)
@@ -174,7 +178,10 @@ function Device:reload_targets(targets, opts)
     if undo then undo() end
     error(err, 0)
   end
-  if opts.settle ~= false then after("keyring of " .. self.name, keyring.settle, self.name, targets) end
+  if opts.settle ~= false then
+    -- without keyring keys now, the ring (if the old table had one) is read to drop it
+    after("keyring of " .. self.name, settle or keyring.settle, self.name, targets)
+  end
   return self
 end
 

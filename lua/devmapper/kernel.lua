@@ -117,6 +117,35 @@ local render = {
   ring_keys = function(ring) return "keyctl rlist %:" .. q(ring) end,
   ring_drop = function(ring) return ("keyctl clear %%:%s && keyctl invalidate %%:%s"):format(q(ring), q(ring)) end,
   rings = function() return "keyctl rlist @u" end,
+  -- LUKS through libcryptsetup: what the cryptsetup command would be asked
+  luks_format = function(path, o)
+    return ("cryptsetup luksFormat --batch-mode --type %s --cipher %s-%s --key-size %d%s --key-file <passphrase> %s")
+           :format(o.type, o.cipher, o.mode, o.key_size * 8, o.sector_size and " --sector-size " .. o.sector_size or "", q(path))
+  end,
+  luks_open = function(path, name, how, _, o)
+    return ("cryptsetup open --type luks%s%s %s %s"):format(flags(o, {{"readonly", "--readonly"}, {"discards", "--allow-discards"}}),
+           how == "volume_key" and " --volume-key-file <key>" or " --key-file <passphrase>", q(path), q(name))
+  end,
+  cryptsetup_close = function(name) return "cryptsetup close " .. q(name) end,
+  verity_format = function(data, hash, o)
+    return ("veritysetup format%s %s %s"):format(flags(o, {{"hash", "--hash", true}, {"data_block_size", "--data-block-size", true},
+           {"hash_block_size", "--hash-block-size", true}, {"data_blocks", "--data-blocks", true},
+           {"hash_offset", "--hash-offset", true}, {"uuid", "--uuid", true}}), q(data), q(hash))
+  end,
+  verity_open = function(data, hash, name, _, o)
+    local how = name and "open" or "verify"
+    return ("veritysetup %s%s %s %s%s <root hash>"):format(how, flags(o, {{"hash_offset", "--hash-offset", true}}),
+           q(data), name and q(name) .. " " or "", q(hash))
+  end,
+  luks_is = function(path) return "cryptsetup isLuks " .. q(path) end,
+  luks_info = function(path) return "cryptsetup luksDump " .. q(path) end,
+  luks_add_key = function(path, _, _, slot)
+    return ("cryptsetup luksAddKey%s --key-file <passphrase> %s <new passphrase>")
+           :format(slot >= 0 and " --key-slot " .. slot or "", q(path))
+  end,
+  luks_change_key = function(path) return "cryptsetup luksChangeKey --key-file <passphrase> " .. q(path) .. " <new passphrase>" end,
+  luks_remove_key = function(path) return "cryptsetup luksRemoveKey " .. q(path) .. " <passphrase>" end,
+  luks_kill_slot = function(path, slot) return ("cryptsetup luksKillSlot --batch-mode %s %d"):format(q(path), slot) end,
 }
 
 -- What --dry-run answers: a model of the devices and loops that would exist.
@@ -230,7 +259,7 @@ function kernel.call(op, ...)
     -- device-mapper first, so that a script on a machine without it stops
     -- before it attaches a loop; the keyring needs neither
     local area = op:match("^(%a+)_")
-    if area == "dm" or area == "loop" then core.preflight("dm") end
+    if area == "dm" or area == "loop" or op == "luks_open" or op == "verity_open" or op == "cryptsetup_close" then core.preflight("dm") end
     if area == "loop" then core.preflight("loop") end
   end
   if kernel.trace or kernel.dry_run then

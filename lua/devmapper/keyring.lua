@@ -40,8 +40,10 @@ local function set_of(list)
 end
 
 --- Before a table goes to the kernel: link its keys into the device's ring.
--- Returns a function that takes back exactly what this added (for a failed
--- ioctl), or nil when the table names no keyring key.
+-- Returns, or nil when the table names no keyring key: a function that
+-- takes back exactly what this added (for a failed ioctl), and one for
+-- once the table is live, that unlinks the keys the ring held before and
+-- the table does not name (from what was read here: no second read).
 -- @tparam string name the device
 -- @tparam table targets resolved targets (devmapper.table)
 function keyring.add(name, targets)
@@ -61,16 +63,20 @@ function keyring.add(name, targets)
   for d in pairs(want) do descs[#descs + 1] = d end
   table.sort(descs)
   local ok, err = pcall(function()
+    local fresh = before == nil   -- no ring: the first key makes it, with no second search
     for _, d in ipairs(descs) do
       if not had[d] then
         local done = true
         if want[d] == true then
           -- a reference read from text: link the key where it is already (if it is in @u)
-          done = kernel.call("ring_link", ring, d)
+          done = kernel.call("ring_link", ring, d, fresh)
         else
-          kernel.call("ring_add", ring, d, want[d])
+          kernel.call("ring_add", ring, d, want[d], fresh)
         end
-        if done then added[#added + 1] = d end
+        if done then
+          added[#added + 1] = d
+          fresh = false
+        end
       end
     end
   end)
@@ -78,7 +84,12 @@ function keyring.add(name, targets)
     undo()
     error(err, 0)
   end
-  return undo
+  local function settle()
+    for _, d in ipairs(before or {}) do
+      if not want[d] then kernel.call("ring_unlink", ring, d) end
+    end
+  end
+  return undo, settle
 end
 
 -- Make the ring link exactly the keys in `want` (a set of descriptions).

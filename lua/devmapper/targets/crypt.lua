@@ -61,7 +61,7 @@ end
 -- The key sizes the kernel takes for a parsed spec, when known here: the
 -- key is split into keycount parts; a part is the cipher's key, twice that
 -- for xts, and 16 bytes more (the tweak) for lrw.
-local function allowed(c)
+local function key_rule(c)
   local k = not c.capi and key_sizes[c.cipher]
   if not k or c.iv == "lmk" or c.iv == "tcw" or c.iv == "elephant" then return nil end
   local function total(n)
@@ -79,9 +79,25 @@ local function allowed(c)
   return function(n) return set[n] end, table.concat(words, ", ") .. " bytes"
 end
 
+-- Every resolution checks its cipher again (a stack re-apply, a reload):
+-- good short specs are kept (a few hundred at most). A refusal is not:
+-- its text depends on whether words are being redacted.
+local parsed, count = {}, 0
+local function cipher_facts(spec)
+  local p = parsed[spec]
+  if p then return p end
+  local c, why = parse_cipher(spec)
+  p = {c = c, why = why}
+  if c then p.ok, p.sizes = key_rule(c) end
+  if c and #spec <= 128 then
+    if count == 256 then parsed, count = {}, 0 end
+    parsed[spec], count = p, count + 1
+  end
+  return p
+end
+
 local cipher = field.word(function(w)
-  local _, why = parse_cipher(w)
-  return why
+  return cipher_facts(w).why
 end)
 
 local warned = {}
@@ -139,7 +155,7 @@ return target.define {
         f.options = copy
       end
     end
-    local c = type(f.cipher) == "string" and not field.word_rule(f.cipher) and parse_cipher(f.cipher)
+    local c = type(f.cipher) == "string" and not field.word_rule(f.cipher) and cipher_facts(f.cipher).c
     if c and c.iv == "plain" and c.legacy and not warned[f.cipher] then
       warned[f.cipher] = true
       kernel.warn(("cipher '%s' (the article's) repeats its IV beyond 2 TiB; prefer aes-xts-plain64"):format(f.cipher))
@@ -150,8 +166,8 @@ return target.define {
   block = function(r) return r.options.sector_size or 512 end,
   areas = function(r) return {{r.dev, r.offset, r.length, "offset"}} end,
   check = function(r, _, fail)
-    local c = parse_cipher(r.cipher)
-    local ok, sizes = allowed(c)
+    local c = cipher_facts(r.cipher)
+    local ok, sizes = c.ok, c.sizes
     local n = field.key.bytes(r.key)
     if ok and not ok(n) then fail("key", "must be %s for %s (it is %d)", sizes, r.cipher, n) end
     local per = (r.options.sector_size or 512) // 512

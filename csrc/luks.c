@@ -1,0 +1,367 @@
+/* LUKS volumes through libcryptsetup: format, open, close, key slots and
+ * the header's facts. Passphrases and volume keys go from Keys (locked
+ * memory) straight to libcryptsetup: none becomes a Lua string. Its log
+ * goes into the error object, never to stderr. */
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <libcryptsetup.h>
+
+#include "internal.h"
+
+/* libcryptsetup's error lines since the last reset (one Lua state runs at
+ * a time in a process that drives device-mapper); verity.c shares them. */
+static char log_text[1024];
+
+const char *cryptsetup_log(void) { return log_text; }
+void cryptsetup_log_reset(void) { log_text[0] = 0; }
+
+static void on_log(int level, const char *msg, void *unused)
+{
+	size_t have = strlen(log_text), n = strlen(msg);
+	(void)unused;
+	if (level != CRYPT_LOG_ERROR || have >= sizeof log_text - 3)
+		return;
+	while (n && (msg[n - 1] == '\n' || msg[n - 1] == '.'))
+		n--;
+	if (have) {
+		memcpy(log_text + have, "; ", 2);
+		have += 2;
+	}
+	if (n > sizeof log_text - 1 - have)
+		n = sizeof log_text - 1 - have;
+	memcpy(log_text + have, msg, n);
+	log_text[have + n] = 0;
+}
+
+void cryptsetup_log_to(struct crypt_device *cd)
+{
+	crypt_set_log_callback(cd, on_log, NULL);
+}
+
+/* Free cd and raise the error object, libcryptsetup's own words appended. */
+static int fail(lua_State *L, struct crypt_device *cd, const char *op, const char *name, int err,
+                const char *what)
+{
+	if (cd)
+		crypt_free(cd);
+	if (log_text[0])
+		return raise_error(L, op, name, err, "%s: %s", what, log_text);
+	return raise_error(L, op, name, err, "%s", what);
+}
+
+/* A context for the LUKS volume at path, its header loaded (any version). */
+static struct crypt_device *load(lua_State *L, const char *path, const char *op)
+{
+	struct crypt_device *cd = NULL;
+	int r;
+	cryptsetup_log_reset();
+	if ((r = crypt_init(&cd, path)) < 0)
+		fail(L, NULL, op, path, -r, "cannot open the device");
+	cryptsetup_log_to(cd);
+	if ((r = crypt_load(cd, CRYPT_LUKS, NULL)) < 0)
+		fail(L, cd, op, path, -r, "not a LUKS volume (no LUKS header, or a damaged one)");
+	return cd;
+}
+
+static const char *opt_string(lua_State *L, int idx, const char *k)
+{
+	const char *s;
+	lua_getfield(L, idx, k);
+	s = lua_tostring(L, -1);	/* the options table keeps the string alive */
+	lua_pop(L, 1);
+	return s;
+}
+
+/* The PBKDF of opts.pbkdf ({type, hash, time_ms, iterations, memory, parallel}),
+ * checked by the Lua layer; 0 when absent. */
+static int pbkdf_of(lua_State *L, int idx, struct crypt_pbkdf_type *p)
+{
+	lua_getfield(L, idx, "pbkdf");
+	if (!lua_istable(L, -1)) {
+		lua_pop(L, 1);
+		return 0;
+	}
+	memset(p, 0, sizeof *p);
+	p->type = opt_string(L, -1, "type");
+	p->hash = opt_string(L, -1, "hash");
+	p->time_ms = (uint32_t)opt_int_field(L, lua_gettop(L), "time_ms", 0);
+	p->iterations = (uint32_t)opt_int_field(L, lua_gettop(L), "iterations", 0);
+	p->max_memory_kb = (uint32_t)opt_int_field(L, lua_gettop(L), "memory", 0);
+	p->parallel_threads = (uint32_t)opt_int_field(L, lua_gettop(L), "parallel", 0);
+	if (p->iterations)
+		p->flags = CRYPT_PBKDF_NO_BENCHMARK;
+	lua_pop(L, 1);	/* opts keeps pbkdf, and its strings, alive */
+	return 1;
+}
+
+static void set_pbkdf(lua_State *L, struct crypt_device *cd, int idx, const char *op, const char *path)
+{
+	struct crypt_pbkdf_type p;
+	int r;
+	if (pbkdf_of(L, idx, &p) && (r = crypt_set_pbkdf_type(cd, &p)) < 0)
+		fail(L, cd, op, path, -r, "the key derivation (pbkdf) was refused");
+}
+
+/* core.luks_format(path, opts, passphrase[, volume_key]) -> slot, uuid.
+ * opts: {type = "luks1"|"luks2", cipher, mode, key_size (bytes), sector_size,
+ * label, subsystem, uuid, pbkdf = {...}}; the volume key is made by
+ * libcryptsetup unless given. */
+static int l_format(lua_State *L)
+{
+	const char *path = luaL_checkstring(L, 1);
+	size_t plen, vlen = 0;
+	const unsigned char *pass, *vk = NULL;
+	const char *type;
+	struct crypt_device *cd = NULL;
+	struct crypt_pbkdf_type pbkdf;
+	struct crypt_params_luks1 p1 = {0};
+	struct crypt_params_luks2 p2 = {0};
+	int r, luks1;
+	luaL_checktype(L, 2, LUA_TTABLE);
+	pass = key_bytes(L, 3, &plen);
+	if (!lua_isnoneornil(L, 4))
+		vk = key_bytes(L, 4, &vlen);
+	else
+		vlen = (size_t)opt_int_field(L, 2, "key_size", 64);
+	luks1 = (type = opt_string(L, 2, "type")) && strcmp(type, "luks1") == 0;
+	p2.sector_size = (uint32_t)opt_int_field(L, 2, "sector_size", 0);	/* 0: libcryptsetup's pick */
+	p2.label = opt_string(L, 2, "label");
+	p2.subsystem = opt_string(L, 2, "subsystem");
+	if (pbkdf_of(L, 2, &pbkdf))
+		p2.pbkdf = &pbkdf;
+	cryptsetup_log_reset();
+	if ((r = crypt_init(&cd, path)) < 0)
+		return fail(L, NULL, "luks.format", path, -r, "cannot open the device");
+	cryptsetup_log_to(cd);
+	if (luks1 && p2.pbkdf && (r = crypt_set_pbkdf_type(cd, p2.pbkdf)) < 0)
+		return fail(L, cd, "luks.format", path, -r, "the key derivation (pbkdf) was refused");
+	r = crypt_format(cd, luks1 ? CRYPT_LUKS1 : CRYPT_LUKS2, opt_string(L, 2, "cipher"),
+	                 opt_string(L, 2, "mode"), opt_string(L, 2, "uuid"), (const char *)vk, vlen,
+	                 luks1 ? (void *)&p1 : (void *)&p2);
+	if (r < 0)
+		return fail(L, cd, "luks.format", path, -r, "cannot write the LUKS header");
+	r = crypt_keyslot_add_by_volume_key(cd, CRYPT_ANY_SLOT, (const char *)vk, vlen,
+	                                    (const char *)pass, plen);
+	if (r < 0)
+		return fail(L, cd, "luks.format", path, -r, "cannot add the first key slot");
+	lua_pushinteger(L, r);
+	lua_pushstring(L, crypt_get_uuid(cd));
+	crypt_free(cd);
+	return 2;
+}
+
+/* core.luks_open(path, name, how, key, {readonly, discards}) -> slot (or
+ * -1 for a volume key): how is "passphrase" or "volume_key". */
+static int l_open(lua_State *L)
+{
+	const char *path = luaL_checkstring(L, 1), *name = luaL_checkstring(L, 2);
+	const char *how = luaL_checkstring(L, 3);
+	size_t len;
+	const unsigned char *k = key_bytes(L, 4, &len);
+	uint32_t flags = 0;
+	struct crypt_device *cd;
+	int r;
+	if (opt_bool_field(L, 5, "readonly", 0))
+		flags |= CRYPT_ACTIVATE_READONLY;
+	if (opt_bool_field(L, 5, "discards", 0))
+		flags |= CRYPT_ACTIVATE_ALLOW_DISCARDS;
+	cd = load(L, path, "luks.open");
+	if (strcmp(how, "volume_key") == 0)
+		r = crypt_activate_by_volume_key(cd, name, (const char *)k, len, flags);
+	else
+		r = crypt_activate_by_passphrase(cd, name, CRYPT_ANY_SLOT, (const char *)k, len, flags);
+	if (r == -EPERM)
+		return fail(L, cd, "luks.open", name, EPERM, strcmp(how, "volume_key") == 0 ?
+		            "the volume key does not match the header" : "no key slot opens with this passphrase");
+	if (r < 0)
+		return fail(L, cd, "luks.open", name, -r, "cannot open the LUKS volume");
+	crypt_free(cd);
+	lua_pushinteger(L, strcmp(how, "volume_key") == 0 ? -1 : r);
+	return 1;
+}
+
+/* core.cryptsetup_close(name): a LUKS or verity volume, and what
+ * libcryptsetup keeps for it (a volume key in the keyring), go. */
+static int l_close(lua_State *L)
+{
+	const char *name = luaL_checkstring(L, 1);
+	struct crypt_device *cd = NULL;
+	int r;
+	cryptsetup_log_reset();
+	if ((r = crypt_init_by_name(&cd, name)) < 0)
+		return fail(L, NULL, "close", name, -r, "no such active volume");
+	cryptsetup_log_to(cd);
+	if ((r = crypt_deactivate(cd, name)) < 0)
+		return fail(L, cd, "close", name, -r, "cannot close the volume");
+	crypt_free(cd);
+	return 0;
+}
+
+/* core.luks_is(path) -> whether path holds a LUKS header (any version). */
+static int l_is(lua_State *L)
+{
+	const char *path = luaL_checkstring(L, 1);
+	struct crypt_device *cd = NULL;
+	int r;
+	cryptsetup_log_reset();
+	if ((r = crypt_init(&cd, path)) < 0)
+		return fail(L, NULL, "luks.is_luks", path, -r, "cannot open the device");
+	cryptsetup_log_to(cd);
+	r = crypt_load(cd, CRYPT_LUKS, NULL);
+	crypt_free(cd);
+	lua_pushboolean(L, r == 0);
+	return 1;
+}
+
+static void set_string(lua_State *L, const char *k, const char *v)
+{
+	if (v && *v) {
+		lua_pushstring(L, v);
+		lua_setfield(L, -2, k);
+	}
+}
+
+static void set_int(lua_State *L, const char *k, lua_Integer v)
+{
+	lua_pushinteger(L, v);
+	lua_setfield(L, -2, k);
+}
+
+/* core.luks_info(path) -> the header's facts: {version, uuid, label,
+ * subsystem, cipher, mode, key_size, sector_size, data_offset, keyslots =
+ * {{slot, state, pbkdf?, ...}, ...}}. */
+static int l_info(lua_State *L)
+{
+	static const char *states[] = {"inactive", "active", "active", "unbound"};
+	const char *path = luaL_checkstring(L, 1);
+	struct crypt_device *cd = load(L, path, "luks.info");
+	const char *type = crypt_get_type(cd);
+	int slot, n = 0, max = crypt_keyslot_max(type);
+	lua_createtable(L, 0, 10);
+	set_int(L, "version", strcmp(type, CRYPT_LUKS1) == 0 ? 1 : 2);
+	set_string(L, "uuid", crypt_get_uuid(cd));
+	set_string(L, "label", crypt_get_label(cd));
+	set_string(L, "subsystem", crypt_get_subsystem(cd));
+	set_string(L, "cipher", crypt_get_cipher(cd));
+	set_string(L, "mode", crypt_get_cipher_mode(cd));
+	set_int(L, "key_size", crypt_get_volume_key_size(cd));
+	set_int(L, "sector_size", crypt_get_sector_size(cd));
+	set_int(L, "data_offset", (lua_Integer)crypt_get_data_offset(cd));
+	lua_newtable(L);
+	for (slot = 0; slot < max; slot++) {
+		crypt_keyslot_info st = crypt_keyslot_status(cd, slot);
+		struct crypt_pbkdf_type p;
+		if (st < CRYPT_SLOT_ACTIVE || st > CRYPT_SLOT_UNBOUND)
+			continue;
+		lua_createtable(L, 0, 6);
+		set_int(L, "slot", slot);
+		set_string(L, "state", states[st - CRYPT_SLOT_INACTIVE]);
+		if (crypt_keyslot_get_pbkdf(cd, slot, &p) == 0) {
+			set_string(L, "pbkdf", p.type);
+			set_string(L, "hash", p.hash);
+			set_int(L, "iterations", p.iterations);
+			if (p.max_memory_kb)
+				set_int(L, "memory", p.max_memory_kb);
+			if (p.parallel_threads)
+				set_int(L, "parallel", p.parallel_threads);
+		}
+		lua_rawseti(L, -2, ++n);
+	}
+	lua_setfield(L, -2, "keyslots");
+	crypt_free(cd);
+	return 1;
+}
+
+/* core.luks_add_key(path, passphrase, new, slot (-1: any), opts) -> slot */
+static int l_add_key(lua_State *L)
+{
+	const char *path = luaL_checkstring(L, 1);
+	size_t olen, nlen;
+	const unsigned char *old = key_bytes(L, 2, &olen), *new = key_bytes(L, 3, &nlen);
+	int slot = (int)luaL_checkinteger(L, 4), r;
+	struct crypt_device *cd = load(L, path, "luks.add_key");
+	set_pbkdf(L, cd, 5, "luks.add_key", path);
+	r = crypt_keyslot_add_by_passphrase(cd, slot < 0 ? CRYPT_ANY_SLOT : slot, (const char *)old, olen,
+	                                    (const char *)new, nlen);
+	if (r == -EPERM)
+		return fail(L, cd, "luks.add_key", path, EPERM, "no key slot opens with this passphrase");
+	if (r < 0)
+		return fail(L, cd, "luks.add_key", path, -r, "cannot add the key slot");
+	crypt_free(cd);
+	lua_pushinteger(L, r);
+	return 1;
+}
+
+/* core.luks_change_key(path, old, new, opts) -> slot: the slot that opens
+ * with old now opens with new only (cryptsetup luksChangeKey). */
+static int l_change_key(lua_State *L)
+{
+	const char *path = luaL_checkstring(L, 1);
+	size_t olen, nlen;
+	const unsigned char *old = key_bytes(L, 2, &olen), *new = key_bytes(L, 3, &nlen);
+	struct crypt_device *cd = load(L, path, "luks.change_key");
+	int r;
+	set_pbkdf(L, cd, 4, "luks.change_key", path);
+	r = crypt_keyslot_change_by_passphrase(cd, CRYPT_ANY_SLOT, CRYPT_ANY_SLOT, (const char *)old, olen,
+	                                       (const char *)new, nlen);
+	if (r == -EPERM)
+		return fail(L, cd, "luks.change_key", path, EPERM, "no key slot opens with this passphrase");
+	if (r < 0)
+		return fail(L, cd, "luks.change_key", path, -r, "cannot change the key slot");
+	crypt_free(cd);
+	lua_pushinteger(L, r);
+	return 1;
+}
+
+/* core.luks_remove_key(path, passphrase) -> slot: the slot that opens with
+ * it is destroyed (cryptsetup luksRemoveKey). */
+static int l_remove_key(lua_State *L)
+{
+	const char *path = luaL_checkstring(L, 1);
+	size_t len;
+	const unsigned char *k = key_bytes(L, 2, &len);
+	struct crypt_device *cd = load(L, path, "luks.remove_key");
+	int slot = crypt_activate_by_passphrase(cd, NULL, CRYPT_ANY_SLOT, (const char *)k, len, 0), r;
+	if (slot == -EPERM)
+		return fail(L, cd, "luks.remove_key", path, EPERM, "no key slot opens with this passphrase");
+	if (slot < 0)
+		return fail(L, cd, "luks.remove_key", path, -slot, "cannot check the passphrase");
+	if ((r = crypt_keyslot_destroy(cd, slot)) < 0)
+		return fail(L, cd, "luks.remove_key", path, -r, "cannot destroy the key slot");
+	crypt_free(cd);
+	lua_pushinteger(L, slot);
+	return 1;
+}
+
+/* core.luks_kill_slot(path, slot) (cryptsetup luksKillSlot, no passphrase asked). */
+static int l_kill_slot(lua_State *L)
+{
+	const char *path = luaL_checkstring(L, 1);
+	int slot = (int)luaL_checkinteger(L, 2), r;
+	struct crypt_device *cd = load(L, path, "luks.kill_slot");
+	if ((r = crypt_keyslot_destroy(cd, slot)) < 0)
+		return fail(L, cd, "luks.kill_slot", path, -r, "cannot destroy the key slot");
+	crypt_free(cd);
+	return 0;
+}
+
+void luks_open(lua_State *L)
+{
+	static const luaL_Reg core[] = {
+		{"luks_format", l_format},
+		{"luks_open", l_open},
+		{"cryptsetup_close", l_close},
+		{"luks_is", l_is},
+		{"luks_info", l_info},
+		{"luks_add_key", l_add_key},
+		{"luks_change_key", l_change_key},
+		{"luks_remove_key", l_remove_key},
+		{"luks_kill_slot", l_kill_slot},
+		{NULL, NULL}
+	};
+	/* what libcryptsetup logs before a context has its own callback */
+	crypt_set_log_callback(NULL, on_log, NULL);
+	luaL_setfuncs(L, core, 0);
+}
