@@ -105,9 +105,19 @@ static void push_loop(lua_State *L, int n, dev_t rdev)
 	lua_setfield(L, -2, "minor");
 }
 
+/* The backing file's identity, which outlives a rename or an unlink. */
+static void push_backing(lua_State *L, unsigned long long ino, unsigned long long dev)
+{
+	lua_pushinteger(L, (lua_Integer)ino);
+	lua_setfield(L, -2, "inode");
+	lua_pushinteger(L, (lua_Integer)dev);
+	lua_setfield(L, -2, "device");
+}
+
 /*
  * core.loop_attach(file, {readonly=, autoclear=, offset=, sizelimit=,
- * direct_io=, partscan=, block_size=}) -> {path=, number=, major=, minor=}.
+ * direct_io=, partscan=, block_size=}) -> {path=, number=, major=, minor=,
+ * inode=, device=} (the backing file's, as loop_info reports them).
  * Another process may take the free device between GET_FREE and CONFIGURE
  * (EBUSY): then ask for the next free one.
  */
@@ -154,7 +164,9 @@ static int l_attach(lua_State *L)
 		if (rc < 0 && (errno == EINVAL || errno == ENOTTY))
 			rc = configure_legacy(lfd, &cfg);
 		if (rc == 0) {
+			struct stat fst;
 			fstat(lfd, &st);
+			fstat(ffd, &fst);
 			/* An autoclear loop goes when its last opener closes it: hold it
 			 * open until loop_detach, or it would go right now. */
 			if (cfg.info.lo_flags & LO_FLAGS_AUTOCLEAR)
@@ -164,6 +176,7 @@ static int l_attach(lua_State *L)
 			close(ctl);
 			close(ffd);
 			push_loop(L, n, st.st_rdev);
+			push_backing(L, fst.st_ino, fst.st_dev);
 			return 1;
 		}
 		close(lfd);
@@ -217,8 +230,9 @@ static int backing_file(int n, char *buf, size_t size)
 	return 1;
 }
 
-/* core.loop_info(path) -> {path, number, major, minor, backing_file, offset,
- * sizelimit, readonly, autoclear, partscan, direct_io}, or nil if unbound */
+/* core.loop_info(path) -> {path, number, major, minor, backing_file, inode,
+ * device, offset, sizelimit, readonly, autoclear, partscan, direct_io}, or
+ * nil if unbound */
 static int l_info(lua_State *L)
 {
 	const char *path = luaL_checkstring(L, 1);
@@ -238,6 +252,7 @@ static int l_info(lua_State *L)
 	fstat(fd, &st);
 	close(fd);
 	push_loop(L, info.lo_number, st.st_rdev);
+	push_backing(L, info.lo_inode, info.lo_device);
 	if (!backing_file(info.lo_number, file, sizeof file))
 		snprintf(file, sizeof file, "%s", (char *)info.lo_file_name);
 	lua_pushstring(L, file);

@@ -59,4 +59,16 @@ describe("article examples #kernel", function()
       assert.same({}, dm.loop.find(dir .. "/store2"))
     end
   end)
+
+  it("luks.lua formats, opens, mounts, reopens with a second passphrase, and leaves nothing", function()
+    local dir = support.tmpdir()
+    local out, code = support.sh("build/dmlua examples/luks.lua " .. dir)
+    assert.equal(0, code, out)
+    assert.matches("read back: meet me at the usual place", out, 1, true)
+    assert.matches("old one:   refused (wrong passphrase)", out, 1, true)
+    assert.same({}, support.names())
+    assert.same({}, dm.loop.find(dir .. "/luks.img"))
+    assert.is_false(support.opens(dir .. "/luks.img"))
+  end)
 end)
+

@@ -54,6 +54,28 @@ describe("loop #kernel", function()
     assert.is_true(l:info().direct_io)
   end)
 
+  it("is detached by its scope even after its file was renamed or removed, and a reused one is left", function()
+    local dir = support.tmpdir()
+    local paths, other
+    do
+      local scope <close> = dm.scope()
+      local a, b = dm.loop.create(dir .. "/gone", "1MiB"), dm.loop.create(dir .. "/moved", "1MiB")
+      paths = {a.path, b.path}
+      os.remove(dir .. "/gone")
+      os.rename(dir .. "/moved", dir .. "/elsewhere")
+      -- someone else detaches c and attaches another file (most likely to the same device)
+      local c = dm.loop.create(dir .. "/taken", "1MiB")
+      assert.equal(0, select(2, support.sh("losetup -d " .. c.path)))
+      local f = io.open(dir .. "/other", "wb"); f:write(("\0"):rep(4096)); f:close()
+      other = support.sh("losetup --show -f " .. dir .. "/other"):match("/dev/loop%d+")
+      assert.truthy(other)
+    end
+    for _, p in ipairs(paths) do assert.is_nil(dm.kernel.call("loop_info", p), p .. " is left attached") end
+    local info = dm.kernel.call("loop_info", other)
+    support.sh("losetup -d " .. other)
+    assert.equal(dir .. "/other", info and info.backing_file, "the other user's loop was detached")
+  end)
+
   it("detaches, and a detached loop has no info", function()
     local dir = support.tmpdir()
     local l = dm.loop.create(dir .. "/d", "1MiB")

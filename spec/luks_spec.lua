@@ -206,4 +206,58 @@ describe("luks #kernel", function()
     assert.is_false(ok)
     assert.matches("not a LUKS volume", tostring(err))
   end)
+
+  it("leaves no slice of a passphrase or volume key in a core dump of the process", function()
+    -- as crypt_spec's residue test: a child formats, opens, writes, closes,
+    -- adds and removes a slot, closes its Keys; its core dump then holds no
+    -- 8-byte slice of either secret, raw or hex.
+    local dir = support.tmpdir()
+    local urandom = io.open("/dev/urandom", "rb")
+    local pass, vk = urandom:read(32):gsub("[%z\n]", "x"), urandom:read(64)
+    urandom:close()
+    local function hex(s) return (s:gsub(".", function(c) return ("%02x"):format(c:byte()) end)) end
+    for name, bytes in pairs {pass = pass, vk = vk} do
+      local f = io.open(dir .. "/" .. name, "wb"); f:write(bytes); f:close()
+    end
+    local l1 = support.loops(1, "32MiB")
+    local script = dir .. "/residue.lua"
+    local f = io.open(script, "w")
+    f:write(([[
+      local dm = require "devmapper"
+      local pass, vk = dm.key.read(%q), dm.key.read(%q)
+      os.remove(%q) os.remove(%q)
+      local fast = {type = "pbkdf2", iterations = 1000}
+      dm.luks.format(%q, {passphrase = pass, volume_key = vk, pbkdf = fast})
+      local d = dm.luks.open(%q, "spec-luks-residue", {passphrase = pass})
+      local w = io.open(d.path, "r+b") w:write(("secret data"):rep(100)) w:close()
+      dm.luks.close(d)
+      local two = dm.key.random(32)
+      dm.luks.add_key(%q, {passphrase = pass, new = two, pbkdf = fast})
+      dm.luks.remove_key(%q, two)
+      dm.luks.close(dm.luks.open(%q, "spec-luks-residue", {volume_key = vk}))
+      pass:close() vk:close() two:close()
+      collectgarbage() collectgarbage()
+      io.stdout:write("ready\n") io.stdout:flush()
+      io.read("l")                           -- wait while the test takes a core dump
+    ]]):format(dir .. "/pass", dir .. "/vk", dir .. "/pass", dir .. "/vk", l1.path, l1.path, l1.path, l1.path, l1.path))
+    f:close()
+    local cmd = ("mkfifo %s/in; (build/dmlua %s < %s/in > %s/out 2>&1 &) ; exec 3>%s/in; "
+                 .. "for i in $(seq 600); do grep -q ready %s/out 2>/dev/null && break; sleep 0.1; done; "
+                 .. "pid=$(pgrep -f 'dmlua %s'); gcore -o %s/core $pid >/dev/null 2>&1; echo $pid; exec 3>&-")
+                :format(dir, script, dir, dir, dir, dir, script, dir)
+    local pid = support.sh(cmd):match("(%d+)%s*$")
+    assert.truthy(pid, "the child ran: " .. tostring(support.read(dir .. "/out", 0, 4096)))
+    local core = io.open(dir .. "/core." .. pid, "rb")
+    assert.truthy(core, "gcore wrote a dump")
+    local dump = core:read("a")
+    core:close()
+    assert.truthy(#dump > 100000, "a real dump")
+    for name, secret in pairs {pass = pass, vk = vk} do
+      for _, form in ipairs {secret, hex(secret)} do
+        for i = 1, #form - 7 do
+          assert.is_nil(dump:find(form:sub(i, i + 7), 1, true), ("a slice of the %s at %d"):format(name, i))
+        end
+      end
+    end
+  end)
 end)

@@ -11,7 +11,17 @@ Loop.__index = Loop
 
 local function wrap(l, file, made_file)
   return setmetatable({path = l.path, number = l.number, major = l.major, minor = l.minor,
-                       file = file, made_file = made_file}, Loop)
+                       file = file, made_file = made_file, backing = l.inode and {l.inode, l.device}}, Loop)
+end
+
+-- Whether the loop is still attached to the file this Loop attached (not
+-- detached and reused by someone else meanwhile): the same inode, even if
+-- the file was renamed or removed since; by name where that is not known.
+local function still_ours(l, i)
+  if not i then return false end
+  if l.backing and i.inode then return i.inode == l.backing[1] and i.device == l.backing[2] end
+  local file = l.file
+  return i.backing_file == file or i.backing_file:sub(-#file - 1) == "/" .. file
 end
 
 local function attach_opts(opts)
@@ -42,9 +52,7 @@ function loop.attach(file, opts)
   if type(file) ~= "string" then check.fail("loop.attach", nil, "field 'file' must be a path, got %s", type(file)) end
   local l = wrap(kernel.call("loop_attach", file, attach_opts(opts)), file, false)
   scope.track("loop " .. l.path, function()
-    local i = kernel.call("loop_info", l.path)
-    -- still ours (not detached and reused by someone else meanwhile)?
-    if i and (i.backing_file == file or i.backing_file:sub(-#file - 1) == "/" .. file) then l:detach() end
+    if still_ours(l, kernel.call("loop_info", l.path)) then l:detach() end
     if l.made_file then os.remove(l.file) end
   end)
   return l
