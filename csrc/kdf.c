@@ -9,7 +9,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <openssl/core_names.h>
 #include <openssl/evp.h>
+#include <openssl/kdf.h>
+#include <openssl/provider.h>
 
 #include "internal.h"
 
@@ -29,18 +32,58 @@ static const unsigned char *secret_arg(lua_State *L, int idx, size_t *len, const
 	return k->bytes;
 }
 
-static const EVP_MD *pbkdf2_md(lua_State *L, const char *hash)
+/*
+ * The digests cryptsetup offers come from OpenSSL's default and legacy
+ * providers (whirlpool is only in the legacy one), loaded as cryptsetup's
+ * OpenSSL backend loads them: into a library context of our own, so that
+ * the process's default context (an embedder's) is left as it was.
+ */
+static OSSL_LIB_CTX *digests;
+static int legacy;	/* whether the legacy provider loaded */
+
+static OSSL_LIB_CTX *digest_ctx(void)
 {
-	if (strcmp(hash, "sha1") && strcmp(hash, "sha256") && strcmp(hash, "sha512"))
-		raise_error(L, "key.derive", NULL, EINVAL, "PBKDF2 hash must be sha1, sha256 or sha512, got '%s'", hash);
-	return EVP_get_digestbyname(hash);
+	if (!digests && (digests = OSSL_LIB_CTX_new())) {
+		OSSL_PROVIDER_load(digests, "default");
+		legacy = OSSL_PROVIDER_load(digests, "legacy") != NULL;
+	}
+	return digests;
 }
 
-static int pbkdf2(const unsigned char *pass, size_t plen, const unsigned char *salt, size_t slen,
-                  unsigned long iter, const EVP_MD *md, unsigned char *out, size_t size)
+/* The digest called name (EVP_MD_free it), or raise naming op. */
+static EVP_MD *digest_fetch(lua_State *L, const char *name, const char *op)
 {
-	return PKCS5_PBKDF2_HMAC((const char *)pass, (int)plen, salt, (int)slen, (int)iter, md,
-	                         (int)size, out) == 1;
+	EVP_MD *md = digest_ctx() ? EVP_MD_fetch(digests, name, NULL) : NULL;
+	if (md)
+		return md;
+	if (!legacy)
+		raise_error(L, op, NULL, EINVAL, "unknown hash '%s' (OpenSSL's legacy provider, which has whirlpool "
+		            "and others, did not load: is its ossl-modules/legacy.so installed?)", name);
+	raise_error(L, op, NULL, EINVAL, "unknown hash '%s' (OpenSSL has sha256, sha512, sha3-256, ripemd160, "
+	            "whirlpool, sm3, blake2b512, ...)", name);
+	return NULL;
+}
+
+/* PBKDF2-HMAC with the digest called hash, without SP 800-132's lower
+ * bounds (as PKCS5_PBKDF2_HMAC and cryptsetup). */
+static int pbkdf2(const unsigned char *pass, size_t plen, const unsigned char *salt, size_t slen,
+                  uint64_t iter, const char *hash, unsigned char *out, size_t size)
+{
+	EVP_KDF *kdf = digest_ctx() ? EVP_KDF_fetch(digests, "PBKDF2", NULL) : NULL;
+	EVP_KDF_CTX *ctx = kdf ? EVP_KDF_CTX_new(kdf) : NULL;
+	int pkcs5 = 1, ok;
+	OSSL_PARAM params[] = {
+		OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_PASSWORD, (void *)pass, plen),
+		OSSL_PARAM_construct_octet_string(OSSL_KDF_PARAM_SALT, (void *)salt, slen),
+		OSSL_PARAM_construct_uint64(OSSL_KDF_PARAM_ITER, &iter),
+		OSSL_PARAM_construct_utf8_string(OSSL_KDF_PARAM_DIGEST, (char *)hash, 0),
+		OSSL_PARAM_construct_int(OSSL_KDF_PARAM_PKCS5, &pkcs5),
+		OSSL_PARAM_construct_end(),
+	};
+	ok = ctx && EVP_KDF_derive(ctx, out, size, params) == 1;
+	EVP_KDF_CTX_free(ctx);
+	EVP_KDF_free(kdf);
+	return ok;
 }
 
 /* OpenSSL's scrypt needs 128 r (N + p + 2) bytes; 0 if that overflows. */
@@ -66,15 +109,15 @@ static int l_pbkdf2(lua_State *L)
 	const char *hash = luaL_checkstring(L, 2);
 	const unsigned char *salt = (const unsigned char *)luaL_checklstring(L, 3, &slen);
 	lua_Integer iter = luaL_checkinteger(L, 4);
-	const EVP_MD *md = pbkdf2_md(L, hash);
 	struct key *k;
+	EVP_MD_free(digest_fetch(L, hash, "key.derive"));	/* a clear error for an unknown one */
 	size = key_size_arg(L, 5, "key.derive");
 	if (iter < 1 || iter > INT32_MAX)
 		return raise_error(L, "key.derive", NULL, EINVAL, "iterations must be 1 to %d", INT32_MAX);
 	k = key_push(L, "pbkdf2");
 	snprintf(k->origin, sizeof(k->origin), "pbkdf2-%s", hash);
 	key_reserve(L, k, size, "key.derive");
-	if (!pbkdf2(pass, plen, salt, slen, (unsigned long)iter, md, k->bytes, size)) {
+	if (!pbkdf2(pass, plen, salt, slen, (uint64_t)iter, hash, k->bytes, size)) {
 		key_release(k);
 		return raise_error(L, "key.derive", NULL, 0, "PBKDF2 failed: %s", openssl_reason());
 	}
@@ -114,7 +157,7 @@ static double cpu_now(void)
 /* A calibration under way: what it times, and the progress line on stderr. */
 struct bench {
 	lua_State *L;
-	const EVP_MD *md;	/* PBKDF2's digest; NULL for scrypt */
+	const char *hash;	/* PBKDF2's digest; NULL for scrypt */
 	size_t size;		/* PBKDF2's cost grows with the blocks it makes */
 	int show;
 	char what[32];
@@ -127,7 +170,7 @@ static double bench_run(struct bench *b, uint64_t cost, uint64_t r, uint64_t p)
 	static const unsigned char pass[] = "calibration", salt[32];
 	unsigned char out[KEY_MAX];
 	double t = cpu_now();
-	int ok = b->md ? pbkdf2(pass, sizeof(pass) - 1, salt, sizeof(salt), cost, b->md, out, b->size)
+	int ok = b->hash ? pbkdf2(pass, sizeof(pass) - 1, salt, sizeof(salt), cost, b->hash, out, b->size)
 	               : scrypt(pass, sizeof(pass) - 1, salt, sizeof(salt), cost, r, p, out, b->size);
 	t = cpu_now() - t;
 	secure_wipe(out, b->size);
@@ -173,7 +216,8 @@ static int l_calibrate(lua_State *L)
 	if (strcmp(kdf, "pbkdf2") == 0) {
 		double enough = b.target / 4 < 0.25 ? b.target / 4 : 0.25, it;
 		uint64_t iter = PBKDF2_MIN;
-		b.md = pbkdf2_md(L, hash);
+		EVP_MD_free(digest_fetch(L, hash, "key.derive"));
+		b.hash = hash;
 		snprintf(b.what, sizeof(b.what), "pbkdf2-%s", hash);
 		while ((t = bench_run(&b, iter, 0, 0)) < enough && iter < INT32_MAX) {
 			it = iter * (t < enough / 16 ? 16 : 1.25 * enough / t);
@@ -224,6 +268,7 @@ static int l_plain(lua_State *L)
 	const char *colon = strchr(spec, ':');
 	char name[64];
 	struct key *k;
+	EVP_MD *md;
 	size = key_size_arg(L, 3, "key.plain");
 	fill = size;
 	snprintf(name, sizeof(name), "%.*s", colon ? (int)(colon - spec) : (int)strlen(spec), spec);
@@ -235,10 +280,11 @@ static int l_plain(lua_State *L)
 			                   "hash '%s': the length after ':' must be 1 to the key size (%d)", spec, (int)size);
 		fill = (size_t)n;
 	}
+	md = strcmp(name, "plain") ? digest_fetch(L, name, "key.plain") : NULL;
 	k = key_push(L, "plain");
 	snprintf(k->origin, sizeof(k->origin), "plain-%s", name);
-	key_reserve(L, k, size, "key.plain");
-	if (strcmp(name, "plain") == 0) {
+	key_reserve(L, k, size, "key.plain");	/* (md leaks if this raises: out of memory) */
+	if (!md) {
 		if (colon && plen < fill) {
 			key_release(k);
 			return raise_error(L, "key.plain", NULL, EINVAL,
@@ -246,10 +292,9 @@ static int l_plain(lua_State *L)
 		}
 		memcpy(k->bytes, pass, plen < fill ? plen : fill);
 	} else {
-		const EVP_MD *md = EVP_get_digestbyname(name);
 		EVP_MD_CTX *ctx = EVP_MD_CTX_new();
 		unsigned char digest[EVP_MAX_MD_SIZE];
-		int round, i, ok = md && ctx;
+		int round, i, ok = ctx != NULL;
 		for (round = 0; ok && done < fill; round++) {
 			size_t len = (size_t)EVP_MD_get_size(md);
 			ok = EVP_DigestInit_ex(ctx, md, NULL);
@@ -263,11 +308,9 @@ static int l_plain(lua_State *L)
 		}
 		secure_wipe(digest, sizeof(digest));
 		EVP_MD_CTX_free(ctx);
+		EVP_MD_free(md);
 		if (!ok) {
 			key_release(k);
-			if (!md)
-				return raise_error(L, "key.plain", NULL, EINVAL,
-				                   "unknown hash '%s' (OpenSSL knows sha256, sha512, ripemd160, ...)", name);
 			return raise_error(L, "key.plain", NULL, 0, "hashing failed: %s", openssl_reason());
 		}
 	}

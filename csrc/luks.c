@@ -347,6 +347,36 @@ static int l_kill_slot(lua_State *L)
 	return 0;
 }
 
+/* core.luks_header_backup(path, file): the header and key slots, to a new
+ * file (cryptsetup luksHeaderBackup). */
+static int l_header_backup(lua_State *L)
+{
+	const char *path = luaL_checkstring(L, 1), *file = luaL_checkstring(L, 2);
+	struct crypt_device *cd = load(L, path, "luks.header_backup");
+	int r = crypt_header_backup(cd, CRYPT_LUKS, file);
+	if (r < 0)
+		return fail(L, cd, "luks.header_backup", path, -r, "cannot write the header backup");
+	crypt_free(cd);
+	return 0;
+}
+
+/* core.luks_header_restore(path, file): the device's header replaced by
+ * the backup's (cryptsetup luksHeaderRestore). */
+static int l_header_restore(lua_State *L)
+{
+	const char *path = luaL_checkstring(L, 1), *file = luaL_checkstring(L, 2);
+	struct crypt_device *cd = NULL;
+	int r;
+	cryptsetup_log_reset();
+	if ((r = crypt_init(&cd, path)) < 0)
+		return fail(L, NULL, "luks.header_restore", path, -r, "cannot open the device");
+	cryptsetup_log_to(cd);
+	if ((r = crypt_header_restore(cd, CRYPT_LUKS, file)) < 0)
+		return fail(L, cd, "luks.header_restore", path, -r, "cannot restore the header");
+	crypt_free(cd);
+	return 0;
+}
+
 void luks_open(lua_State *L)
 {
 	static const luaL_Reg core[] = {
@@ -359,6 +389,8 @@ void luks_open(lua_State *L)
 		{"luks_change_key", l_change_key},
 		{"luks_remove_key", l_remove_key},
 		{"luks_kill_slot", l_kill_slot},
+		{"luks_header_backup", l_header_backup},
+		{"luks_header_restore", l_header_restore},
 		{NULL, NULL}
 	};
 	/* what libcryptsetup logs before a context has its own callback */

@@ -156,6 +156,20 @@ describe("crypt #kernel", function()
     assert.equal("written by lua-devmapper", support.read("/dev/mapper/spec-cs-plain", 512, 24))
   end)
 
+  it("derives the key cryptsetup --type plain derives with every hash it offers", function()
+    local l1 = support.loops(1, "1MiB")
+    for _, hash in ipairs {"whirlpool", "sha3-256", "sm3", "ripemd160", "sha256:20", "plain"} do
+      local open = ("printf '%%s' 'a passphrase of 32 bytes or more!' | DM_DISABLE_UDEV=1 cryptsetup open --type plain "
+                    .. "--cipher aes-cbc-essiv:sha256 --key-size 256 --hash %s %s spec-cs-hash"):format(hash, l1.path)
+      local out, code = support.sh(open)
+      assert.equal(0, code, out)
+      local key = dm.key.plain("a passphrase of 32 bytes or more!", {hash = hash, size = 32})
+      local holds = support.table_holds_key("spec-cs-hash", key)
+      support.sh("DM_DISABLE_UDEV=1 cryptsetup close spec-cs-hash")
+      assert.is_true(holds, hash)
+    end
+  end)
+
   it("leaves no slice of a wiped key in a core dump of the process", function()
     -- As lvm2's dmsecuretest: a child reads a key file into locked memory,
     -- makes and removes crypt devices (hex and keyring), closes the key; a

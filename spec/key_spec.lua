@@ -82,8 +82,8 @@ describe("dm.key.derive", function()
   end)
 
   it("refuses bad options, naming the field and the rule", function()
-    refused(function() dm.key.derive("pw", {hash = "md5", iterations = 1000}) end,
-            "key.derive: field 'hash' must be one of sha1, sha256, sha512, got md5")
+    refused(function() dm.key.derive("pw", {hash = "sha256;x", iterations = 1000}) end,
+            "key.derive: field 'hash' must be a digest name (sha256, sha512, sha3-256, whirlpool, ...), got sha256;x")
     refused(function() dm.key.derive("pw", {kdf = "argon2id"}) end, "field 'kdf' must be one of pbkdf2, scrypt")
     refused(function() dm.key.derive("pw", {iterations = 1000, time = 1}) end,
             "fields 'iterations' and 'time' exclude each other")
@@ -168,6 +168,52 @@ describe("dm.key.plain", function()
     end
   end)
 
+  -- cryptsetup's own tests/password-hash-test: its list of hashes, each a
+  -- 32-byte key from "0123456789abcdef", and its length-limited forms.
+  -- (stribog512, which OpenSSL lacks, is N/A there too.)
+  local cryptsetup_vectors = {
+    {"sha1", "fe5567e8d769550852182cdf69d74bb16dff8e295e4b6077d6d3fc73e7fe33b0"},
+    {"sha224", "7330215f6741fd2bacbd3658681a70f65e2e90a02887989018974ce83775a568"},
+    {"sha256", "9f9f5111f7b27a781f1f1ddde5ebc2dd2b796bfc7365c9c28b548e564176929f"},
+    {"sha384", "fc6304023487cb6f85ac80e47817760c6b153c02da46c6429649e963b031e525"},
+    {"sha512", "1c043fbe4bca7c7920dae536c680fd44c15d71ec12cd82a2a9491b0043b57f4d"},
+    {"ripemd160", "edf4e38018cd71dd489b9c1e54b32054eb42dfad9fdcc22d629d756391a24982"},
+    {"whirlpool", "b21fc274d47d79ba45f94d67077f0846f75a7acc1a4dc560eacca300179cc142"},
+    {"sha3-224", "bbb7d56cc80a8c80e907f7d9240edc0be264aa173266b30918bc1065d59a9388"},
+    {"sha3-256", "a5df4caae9fdb5dbacf667075b709a2f30a115c43168af332062b42d4b0da01f"},
+    {"sha3-384", "56f351f754c418892eab4009e5f85c8d5436a591014503563e9395b895526413"},
+    {"sha3-512", "59d06155d25dffdb982729de8dce9d7855ca094d8bab8124b347c40668477056"},
+    {"sm3", "a34fdd8e843802b31a262dce5b1f501bed68ef81520de14b39657aecffaf8a86"},
+  }
+
+  it("derives cryptsetup's test vectors for every hash it lists, through OpenSSL's providers", function()
+    for _, v in ipairs(cryptsetup_vectors) do
+      assert.equal(v[2], hex(dm.key.plain("0123456789abcdef", {hash = v[1], size = 32})), v[1])
+    end
+    assert.equal("cd2eb0837c9b4c962c22d2ff8b5441b7b4580588000000000000000000000000",
+                 hex(dm.key.plain("xxx", {hash = "sha256:20", size = 32})))
+    assert.equal("cd2eb0837c9b4c962c22d2ff8b5441b7b45805887f051d39bf133b583baf6860",
+                 hex(dm.key.plain("xxx", {hash = "sha256:32", size = 32})))
+    assert.equal("7878787878787878000000000000000000000000000000000000000000000000",
+                 hex(dm.key.plain("xxxxxxxx", {hash = "plain", size = 32})))
+    assert.equal("7878000000000000000000000000000000000000000000000000000000000000",
+                 hex(dm.key.plain("xxxxxxxx", {hash = "plain:2", size = 32})))
+    refused(function() dm.key.plain("xxxxxxxx", {hash = "plain:9", size = 32}) end, "at least 9 bytes")
+    refused(function() dm.key.plain("xxx", {hash = "sha256:", size = 32}) end, "field 'hash' must be")
+    refused(function() dm.key.plain("xxx", {hash = "sha256:xx", size = 32}) end, "field 'hash' must be")
+    refused(function() dm.key.plain("xxx", {hash = "stribog512", size = 32}) end, "unknown hash 'stribog512'")
+  end)
+
+  it("derives PBKDF2 with any of those hashes, as OpenSSL's own kdf command does", function()
+    local out = support.sh("openssl kdf -keylen 32 -kdfopt digest:whirlpool -kdfopt pass:pw -kdfopt salt:salt "
+                           .. "-kdfopt iter:1000 -provider default -provider legacy PBKDF2")
+    local want = out:gsub("[:%s]", ""):lower()
+    assert.equal(64, #want, out)
+    assert.equal(want, hex(dm.key.derive("pw", {hash = "whirlpool", iterations = 1000, salt = "salt", size = 32})))
+    refused(function() dm.key.derive("pw", {hash = "nosuch", iterations = 1000}) end, "unknown hash 'nosuch'")
+    refused(function() dm.key.derive("pw", {hash = "sha 1", iterations = 1000}) end, "field 'hash' must be a digest name")
+  end)
+
   it("extends past one digest as cryptsetup does: round i hashes i 'A's, then the passphrase", function()
     local function sha256(s)
       local out = support.sh(("printf '%%s' '%s' | sha256sum"):format(s))
@@ -220,6 +266,9 @@ describe("dm.key.read", function()
     local dir = support.tmpdir()
     local path = file(dir, "k", "0123456789abcdef")
     assert.equal("34353637", hex(dm.key.read(path, {size = 4, offset = 4})))
+    assert.equal(16, #dm.key.read(path, {size = 0}), "size 0 is no limit, as --keyfile-size 0")
+    assert.equal(12, #dm.key.read(path, {size = 0, offset = 4}))
+    refused(function() dm.key.read(path, {size = -1}) end, "field 'size' must be an integer >= 0")
     refused(function() dm.key.read(path, {size = 32}) end, "wanted 32 bytes, the input has 16")
   end)
 

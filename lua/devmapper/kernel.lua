@@ -145,6 +145,12 @@ local render = {
   end,
   luks_change_key = function(path) return "cryptsetup luksChangeKey --key-file <passphrase> " .. q(path) .. " <new passphrase>" end,
   luks_remove_key = function(path) return "cryptsetup luksRemoveKey " .. q(path) .. " <passphrase>" end,
+  luks_header_backup = function(path, file)
+    return ("cryptsetup luksHeaderBackup %s --header-backup-file %s"):format(q(path), q(file))
+  end,
+  luks_header_restore = function(path, file)
+    return ("cryptsetup luksHeaderRestore --batch-mode %s --header-backup-file %s"):format(q(path), q(file))
+  end,
   luks_kill_slot = function(path, slot) return ("cryptsetup luksKillSlot --batch-mode %s %d"):format(q(path), slot) end,
 }
 

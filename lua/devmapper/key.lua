@@ -101,7 +101,8 @@ end
 -- below 1000 iterations; scrypt stays within `memory`. Calibration shows
 -- progress on stderr when it is a terminal (unless `progress = false`).
 -- @param pass string or Key
--- @tparam[opt] table opts {kdf = "pbkdf2"|"scrypt", hash = "sha256"|"sha512"|"sha1" (pbkdf2),
+-- @tparam[opt] table opts {kdf = "pbkdf2"|"scrypt", hash = "sha256" (pbkdf2: any digest
+--   cryptsetup takes: sha1, sha512, sha3-256, ripemd160, whirlpool, sm3, ...),
 --   salt = bytes (default: 32 random bytes), size = 64, iterations =, N =, r =, p =, time = seconds,
 --   memory = "128MiB" (scrypt calibration bound; bytes or a size string), progress = true}
 -- @treturn Key
@@ -123,7 +124,11 @@ function key.derive(pass, opts)
     check.fail(op, nil, "field 'time' must be seconds above 0 and at most 3600, got %s", tostring(t))
   end
   if kdf == "pbkdf2" then
-    local hash = one_of(op, "hash", opts.hash or "sha256", {"sha1", "sha256", "sha512"})
+    local hash = opts.hash or "sha256"
+    if type(hash) ~= "string" or not hash:match("^[%w%-]+$") then
+      check.fail(op, nil, "field 'hash' must be a digest name (sha256, sha512, sha3-256, whirlpool, ...), got %s",
+                 tostring(hash))
+    end
     for _, f in ipairs {"N", "r", "p", "memory"} do
       if opts[f] ~= nil then check.fail(op, nil, "field '%s' is for scrypt, not pbkdf2", f) end
     end
@@ -205,7 +210,7 @@ end
 -- newline; a file is read whole, newlines and all. Empty input, and input
 -- over `max`, are refused.
 -- @param source a path, "-" for stdin, or a file descriptor (integer)
--- @tparam[opt] table opts {size = exact bytes to read, max = 8 MiB (as cryptsetup),
+-- @tparam[opt] table opts {size = exact bytes to read (0: all, as cryptsetup), max = 8 MiB (as cryptsetup),
 --   offset = bytes to skip, newline = end at a newline (default: only for stdin and terminals)}
 -- @treturn Key
 -- @usage local k = dm.key.read("/etc/keys/secret.key", {size = 64})
@@ -215,7 +220,9 @@ function key.read(source, opts)
     check.fail(op, nil, "source must be a path, \"-\" or a file descriptor, got %s", tostring(source))
   end
   opts = fields(op, opts, {"size, max, offset, newline", size = true, max = true, offset = true, newline = true})
-  local n = opts.size ~= nil and int_at_least(op, "size", opts.size, 1) or nil
+  -- size 0 is no limit, as cryptsetup's --keyfile-size 0
+  local n = opts.size ~= nil and int_at_least(op, "size", opts.size, 0) or nil
+  if n == 0 then n = nil end
   local max = int_at_least(op, "max", opts.max or 8192 * 1024, 1)
   if n and n > max then check.fail(op, nil, "field 'size' (%d) is over field 'max' (%d)", n, max) end
   local offset = int_at_least(op, "offset", opts.offset or 0, 0)

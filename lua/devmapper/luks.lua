@@ -249,4 +249,20 @@ function luks.kill_slot(dev, slot)
   kernel.call("luks_kill_slot", path_of(op, dev), integer(op, "slot", slot, 0, 31))
 end
 
+--- Save the header and its key slots to a new file (cryptsetup luksHeaderBackup).
+-- Anyone with the file and an old passphrase can open the volume: keep it as the volume.
+function luks.header_backup(dev, file)
+  local op = "luks.header_backup"
+  if type(file) ~= "string" or file == "" then check.fail(op, nil, "field 'file' must be a path") end
+  kernel.call("luks_header_backup", path_of(op, dev), file)
+end
+
+--- Put a saved header back (cryptsetup luksHeaderRestore): the key slots
+-- become the backup's. The backup must match the volume's size and layout.
+function luks.header_restore(dev, file)
+  local op = "luks.header_restore"
+  if type(file) ~= "string" or file == "" then check.fail(op, nil, "field 'file' must be a path") end
+  kernel.call("luks_header_restore", path_of(op, dev), file)
+end
+
 return luks
