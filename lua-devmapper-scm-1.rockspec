@@ -42,6 +42,7 @@ build = {
     ["devmapper.targets.crypt"] = "lua/devmapper/targets/crypt.lua",
     ["devmapper.targets.error"] = "lua/devmapper/targets/error.lua",
     ["devmapper.targets.linear"] = "lua/devmapper/targets/linear.lua",
+    ["devmapper.targets.luks"] = "lua/devmapper/targets/luks.lua",
     ["devmapper.targets.snapshot"] = "lua/devmapper/targets/snapshot.lua",
     ["devmapper.targets.snapshot_merge"] = "lua/devmapper/targets/snapshot_merge.lua",
     ["devmapper.targets.snapshot_origin"] = "lua/devmapper/targets/snapshot_origin.lua",

@@ -347,6 +347,54 @@ static int l_kill_slot(lua_State *L)
 	return 0;
 }
 
+/*
+ * core.luks_unlock(path, how, key) -> volume key (a Key), {cipher, mode,
+ * uuid, sector_size, data_offset, iv_offset, integrity?}: what a crypt
+ * table of the volume needs. how is "passphrase" (the key slot's PBKDF
+ * runs) or "volume_key" (checked against the header, then handed back).
+ */
+static int l_unlock(lua_State *L)
+{
+	const char *path = luaL_checkstring(L, 1), *how = luaL_checkstring(L, 2);
+	size_t len, size;
+	const unsigned char *k = key_bytes(L, 3, &len);
+	struct crypt_device *cd = load(L, path, "luks.unlock");
+	struct key *vk;
+	int r;
+	if (strcmp(how, "volume_key") == 0) {
+		if ((r = crypt_volume_key_verify(cd, (const char *)k, len)) < 0)
+			return fail(L, cd, "luks.unlock", path, r == -EPERM ? EPERM : -r,
+			            "the volume key does not match the header");
+		lua_pushvalue(L, 3);
+	} else {
+		size = (size_t)crypt_get_volume_key_size(cd);
+		vk = key_push(L, "luks");
+		if (key_grow(vk, size) < 0)
+			return fail(L, cd, "luks.unlock", path, errno, "no locked memory for the volume key");
+		r = crypt_volume_key_get(cd, CRYPT_ANY_SLOT, (char *)vk->bytes, &size, (const char *)k, len);
+		if (r < 0) {
+			key_release(vk);
+			return fail(L, cd, "luks.unlock", path, r == -EPERM ? EPERM : -r,
+			            r == -EPERM ? "no key slot opens with this passphrase" : "cannot unlock the volume key");
+		}
+		vk->size = size;
+	}
+	lua_createtable(L, 0, 7);
+	set_string(L, "cipher", crypt_get_cipher(cd));
+	set_string(L, "mode", crypt_get_cipher_mode(cd));
+	set_string(L, "uuid", crypt_get_uuid(cd));
+	set_int(L, "sector_size", crypt_get_sector_size(cd));
+	set_int(L, "data_offset", (lua_Integer)crypt_get_data_offset(cd));
+	set_int(L, "iv_offset", (lua_Integer)crypt_get_iv_offset(cd));
+	{
+		struct crypt_params_integrity ip;
+		if (crypt_get_integrity_info(cd, &ip) == 0 && ip.integrity)
+			set_string(L, "integrity", ip.integrity);
+	}
+	crypt_free(cd);
+	return 2;
+}
+
 /* core.luks_header_backup(path, file): the header and key slots, to a new
  * file (cryptsetup luksHeaderBackup). */
 static int l_header_backup(lua_State *L)
@@ -390,6 +438,7 @@ void luks_open(lua_State *L)
 		{"luks_remove_key", l_remove_key},
 		{"luks_kill_slot", l_kill_slot},
 		{"luks_header_backup", l_header_backup},
+		{"luks_unlock", l_unlock},
 		{"luks_header_restore", l_header_restore},
 		{NULL, NULL}
 	};

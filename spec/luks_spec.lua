@@ -207,6 +207,43 @@ describe("luks #kernel", function()
     assert.equal("luks.header_backup", err.op)
   end)
 
+  it("is a stack member: applied from its header, re-applied as a no-op, torn down and cleaned up", function()
+    local l1 = support.loops(1, "32MiB")
+    local key, path = passphrase("stacked")
+    local out, code = support.sh(("cryptsetup luksFormat -q --type luks2 %s --key-file %s %s"):format(CS_FAST, path, l1.path))
+    assert.equal(0, code, out)
+    out, code = support.sh(("cryptsetup open --key-file %s %s spec-cs3"):format(path, l1.path))
+    assert.equal(0, code, out)
+    support.write("/dev/mapper/spec-cs3", 0, "under the stack")
+    local want = support.dmsetup("table spec-cs3"):match("^0 (%d+) crypt aes%-xts%-plain64 ")
+    support.sh("cryptsetup close spec-cs3")
+    -- a slice of the loop, the LUKS volume on it, and a linear over that
+    local s = dm.stack {prefix = "spec_lk", base = dm.linear(l1), vault = dm.luks {"base", passphrase = key},
+                        top = dm.linear("vault", {length = 8})}
+    support.defer(function() pcall(dm.cleanup, "spec_lk") end)
+    s:apply()
+    assert.equal("under the stack", support.read("/dev/mapper/spec_lk-top", 0, 15))
+    local vault = s:device("vault")
+    assert.matches("^0 " .. want .. " crypt aes%-xts%-plain64 :64:logon:devmapper:%x+ 0 %d+:%d+ 32768$",
+                   support.text(vault:table()))
+    -- nothing to do the second time: every member kept
+    for _, step in ipairs(s:plan()) do assert.equal("keep", step.op, step.name) end
+    s:apply()
+    s:teardown()
+    assert.same({}, support.names())
+    assert.same({}, require("devmapper.core").rings("devmapper:dev:spec_lk-"))
+    -- a crash after apply: cleanup removes it all
+    s:apply()
+    assert.same({"spec_lk-base", "spec_lk-top", "spec_lk-vault"}, dm.cleanup("spec_lk"))
+    assert.same({}, support.names())
+    -- a wrong passphrase stops the apply before anything of the volume is made, and undoes the rest
+    local bad = dm.stack {prefix = "spec_lk", base = dm.linear(l1), vault = dm.luks {"base", passphrase = passphrase("no")}}
+    local ok, err = pcall(bad.apply, bad)
+    assert.is_false(ok)
+    assert.matches("no key slot opens with this passphrase", tostring(err))
+    assert.same({}, support.names())
+  end)
+
   it("refuses to format a device that is in use, and writes no header", function()
     local l1 = support.loops(1, "32MiB")
     support.device("spec-holder", dm.linear(l1))

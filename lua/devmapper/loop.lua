@@ -1,4 +1,5 @@
 --- Loop devices ("How To Fake It With A Loop"): a file as a block device.
+local core = require "devmapper.core"
 local kernel = require "devmapper.kernel"
 local size = require "devmapper.size"
 local check = require "devmapper.check"
@@ -95,6 +96,19 @@ end
 --- Detach (losetup -d). A device still in use is detached when released.
 function Loop:detach()
   kernel.call("loop_detach", self.path)
+  if kernel.dry_run then return end
+  -- The kernel detaches a loop someone holds open when they close it. udev's
+  -- probe of a new loop is such a holder, for a moment: while udev has events
+  -- queued, wait (at most 5 s) for the detach to land. Another holder (a dm
+  -- table) keeps it longer, by design: no wait for that.
+  local deadline = core.monotonic() + 5
+  while core.monotonic() < deadline do
+    local ok, info = pcall(core.loop_info, self.path)
+    local queued = io.open("/run/udev/queue")
+    if queued then queued:close() end
+    if not (ok and info and queued) then return end
+    core.sleep(0.02)
+  end
 end
 
 --- Detach and delete the backing file, when loop.create made it.

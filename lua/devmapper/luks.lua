@@ -11,8 +11,10 @@ local device = require "devmapper.device"
 local kernel = require "devmapper.kernel"
 local key = require "devmapper.key"
 local scope = require "devmapper.scope"
+local target = require "devmapper.target"
 
-local luks = {}
+-- dm.luks {dev, passphrase = k} is a segment (targets/luks.lua): a stack member
+local luks = setmetatable({}, {__call = function(_, ...) return target.get("luks").builder(...) end})
 
 local function options(op, opts, known)
   if opts == nil then return {} end

@@ -141,13 +141,20 @@ local function resolve(t, ctx, op, name, strict, mode)
       segfail("start", "must be %d, where segment %d ends (%s of %d sectors)", start, i - 1,
               s.start > start and "a gap" or "an overlap", math.abs(s.start - start))
     end
-    local r = target.resolve(s, ctx, segfail, mode, strict)
+    local at = s.start or start
+    -- a type that stands for another (luks) is shown as itself where it cannot be expanded
+    local ok, seg = pcall(s.expanded, s, ctx, segfail)
+    if not ok then
+      if strict then error(seg, 0) end
+      seg = s
+    end
+    local r = target.resolve(seg, ctx, segfail, mode, strict)
     if strict and r.length > MAX_SECTORS - start then
       segfail("length", "%d makes the table end past sector %d (the largest device the kernel makes)", r.length, MAX_SECTORS)
     end
-    out[i] = {start = s.start or start, length = r.length, type = s.type, params = r.params, key = r.key,
-              secure = s:secret() or nil, ring = r.ring, lbs = r.lbs, dev_lbs = r.dev_lbs}
-    start = (s.start or start) + (r.length or 0)
+    out[i] = {start = at, length = r.length, type = seg.type, params = r.params, key = r.key,
+              secure = seg:secret() or nil, ring = r.ring, lbs = r.lbs, dev_lbs = r.dev_lbs}
+    start = at + (r.length or 0)
   end
   if strict then check_alignment(out, fail) end
   for _, s in ipairs(out) do s.lbs, s.dev_lbs = nil, nil end

@@ -50,6 +50,7 @@ local COMMON = {length = true}
 --   length = function(r, ctx) -> default length, areas = function(r) -> {{dev, start, len, field}},
 --   block = function(r) -> a logical block size (bytes) the target imposes,
 --   check = function(r, ctx, fail), status = function(words) -> table,
+--   expand = function(seg, ctx, fail) -> the segment of another type it stands for,
 --   before_create = {when = f(seg), run = f(seg, ctx), show = f(seg, ctx) -> command line}}
 function target.define(decl)
   decl.allowed, decl.flags = {}, decl.flags or {}
@@ -470,6 +471,14 @@ function Segment:before_create(ctx, show)
   if not (b and b.when(self)) then return nil end
   if show then return b.show(self, ctx) end
   b.run(self, ctx)
+end
+
+--- The segment the kernel gets: itself, or what a type that stands for
+-- another (luks: a crypt segment made from its header) becomes with ctx.
+function Segment:expanded(ctx, fail)
+  local decl = target.get(self.type)
+  if decl and decl.expand then return decl.expand(self, ctx, fail) end
+  return self
 end
 
 --- Whether the segment carries a secret (its task is then marked secure).
