@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include <openssl/core_names.h>
+#include <openssl/err.h>
 #include <openssl/evp.h>
 #include <openssl/kdf.h>
 #include <openssl/provider.h>
@@ -44,16 +45,27 @@ static int legacy;	/* whether the legacy provider loaded */
 static OSSL_LIB_CTX *digest_ctx(void)
 {
 	if (!digests && (digests = OSSL_LIB_CTX_new())) {
+		/* a provider that fails to load leaves its reasons queued: not ours to report */
+		ERR_set_mark();
 		OSSL_PROVIDER_load(digests, "default");
 		legacy = OSSL_PROVIDER_load(digests, "legacy") != NULL;
+		ERR_pop_to_mark();
 	}
 	return digests;
 }
 
-/* The digest called name (EVP_MD_free it), or raise naming op. */
+/* The digest called name (EVP_MD_free it), or raise naming op. A digest
+ * of no fixed size (NULL, the SHAKE XOFs) cannot make a key. */
 static EVP_MD *digest_fetch(lua_State *L, const char *name, const char *op)
 {
-	EVP_MD *md = digest_ctx() ? EVP_MD_fetch(digests, name, NULL) : NULL;
+	EVP_MD *md;
+	ERR_set_mark();
+	md = digest_ctx() ? EVP_MD_fetch(digests, name, NULL) : NULL;
+	ERR_pop_to_mark();
+	if (md && (EVP_MD_get_size(md) <= 0 || (EVP_MD_get_flags(md) & EVP_MD_FLAG_XOF))) {
+		EVP_MD_free(md);
+		raise_error(L, op, NULL, EINVAL, "hash '%s' has no fixed digest size: it cannot make a key", name);
+	}
 	if (md)
 		return md;
 	if (!legacy)

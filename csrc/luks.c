@@ -4,6 +4,7 @@
  * goes into the error object, never to stderr. */
 #include <errno.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <libcryptsetup.h>
@@ -65,11 +66,13 @@ static struct crypt_device *load(lua_State *L, const char *path, const char *op)
 	return cd;
 }
 
+/* A string field of the table at idx (NULL if absent or not a string):
+ * the table keeps it alive while it is used. */
 static const char *opt_string(lua_State *L, int idx, const char *k)
 {
 	const char *s;
 	lua_getfield(L, idx, k);
-	s = lua_tostring(L, -1);	/* the options table keeps the string alive */
+	s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
 	lua_pop(L, 1);
 	return s;
 }
@@ -85,22 +88,29 @@ static int pbkdf_of(lua_State *L, int idx, struct crypt_pbkdf_type *p)
 	}
 	memset(p, 0, sizeof *p);
 	p->type = opt_string(L, -1, "type");
-	p->hash = opt_string(L, -1, "hash");
-	p->time_ms = (uint32_t)opt_int_field(L, lua_gettop(L), "time_ms", 0);
+	{
+		/* libcryptsetup's defaults for that type, then what was given */
+		const struct crypt_pbkdf_type *d = p->type ? crypt_get_pbkdf_type_params(p->type) : NULL;
+		if (d)
+			*p = *d;
+	}
+	if (opt_string(L, -1, "hash"))
+		p->hash = opt_string(L, -1, "hash");
+	p->time_ms = (uint32_t)opt_int_field(L, lua_gettop(L), "time_ms", p->time_ms);
 	p->iterations = (uint32_t)opt_int_field(L, lua_gettop(L), "iterations", 0);
-	p->max_memory_kb = (uint32_t)opt_int_field(L, lua_gettop(L), "memory", 0);
-	p->parallel_threads = (uint32_t)opt_int_field(L, lua_gettop(L), "parallel", 0);
-	if (p->iterations)
-		p->flags = CRYPT_PBKDF_NO_BENCHMARK;
+	p->max_memory_kb = (uint32_t)opt_int_field(L, lua_gettop(L), "memory", p->max_memory_kb);
+	p->parallel_threads = (uint32_t)opt_int_field(L, lua_gettop(L), "parallel", p->parallel_threads);
+	p->flags = p->iterations ? CRYPT_PBKDF_NO_BENCHMARK : 0;
 	lua_pop(L, 1);	/* opts keeps pbkdf, and its strings, alive */
 	return 1;
 }
 
-static void set_pbkdf(lua_State *L, struct crypt_device *cd, int idx, const char *op, const char *path)
+/* Set the PBKDF read (before cd was made: reading may raise) by pbkdf_of. */
+static void set_pbkdf(lua_State *L, struct crypt_device *cd, const struct crypt_pbkdf_type *p,
+                      const char *op, const char *path)
 {
-	struct crypt_pbkdf_type p;
 	int r;
-	if (pbkdf_of(L, idx, &p) && (r = crypt_set_pbkdf_type(cd, &p)) < 0)
+	if (p && (r = crypt_set_pbkdf_type(cd, p)) < 0)
 		fail(L, cd, op, path, -r, "the key derivation (pbkdf) was refused");
 }
 
@@ -146,9 +156,14 @@ static int l_format(lua_State *L)
 	                                    (const char *)pass, plen);
 	if (r < 0)
 		return fail(L, cd, "luks.format", path, -r, "cannot add the first key slot");
-	lua_pushinteger(L, r);
-	lua_pushstring(L, crypt_get_uuid(cd));
-	crypt_free(cd);
+	{
+		/* pushing may fail (memory): free cd, and the volume key it holds, first */
+		char uuid[64];
+		snprintf(uuid, sizeof uuid, "%s", crypt_get_uuid(cd) ? crypt_get_uuid(cd) : "");
+		crypt_free(cd);
+		lua_pushinteger(L, r);
+		lua_pushstring(L, uuid);
+	}
 	return 2;
 }
 
@@ -281,8 +296,10 @@ static int l_add_key(lua_State *L)
 	size_t olen, nlen;
 	const unsigned char *old = key_bytes(L, 2, &olen), *new = key_bytes(L, 3, &nlen);
 	int slot = (int)luaL_checkinteger(L, 4), r;
+	struct crypt_pbkdf_type p;
+	int given = pbkdf_of(L, 5, &p);
 	struct crypt_device *cd = load(L, path, "luks.add_key");
-	set_pbkdf(L, cd, 5, "luks.add_key", path);
+	set_pbkdf(L, cd, given ? &p : NULL, "luks.add_key", path);
 	r = crypt_keyslot_add_by_passphrase(cd, slot < 0 ? CRYPT_ANY_SLOT : slot, (const char *)old, olen,
 	                                    (const char *)new, nlen);
 	if (r == -EPERM)
@@ -301,9 +318,10 @@ static int l_change_key(lua_State *L)
 	const char *path = luaL_checkstring(L, 1);
 	size_t olen, nlen;
 	const unsigned char *old = key_bytes(L, 2, &olen), *new = key_bytes(L, 3, &nlen);
+	struct crypt_pbkdf_type p;
+	int given = pbkdf_of(L, 4, &p), r;
 	struct crypt_device *cd = load(L, path, "luks.change_key");
-	int r;
-	set_pbkdf(L, cd, 4, "luks.change_key", path);
+	set_pbkdf(L, cd, given ? &p : NULL, "luks.change_key", path);
 	r = crypt_keyslot_change_by_passphrase(cd, CRYPT_ANY_SLOT, CRYPT_ANY_SLOT, (const char *)old, olen,
 	                                       (const char *)new, nlen);
 	if (r == -EPERM)
@@ -349,9 +367,12 @@ static int l_kill_slot(lua_State *L)
 
 /*
  * core.luks_unlock(path, how, key) -> volume key (a Key), {cipher, mode,
- * uuid, sector_size, data_offset, iv_offset, integrity?}: what a crypt
- * table of the volume needs. how is "passphrase" (the key slot's PBKDF
- * runs) or "volume_key" (checked against the header, then handed back).
+ * uuid, sector_size, data_offset, iv_offset, integrity?, options = {the
+ * header's persistent crypt flags}}: what a crypt table of the volume
+ * needs. how is "passphrase" (the key slot's PBKDF runs) or "volume_key"
+ * (checked against the header, then handed back). A header with
+ * requirements (an unfinished reencryption: two segments, two keys) is
+ * refused: one crypt table cannot map it.
  */
 static int l_unlock(lua_State *L)
 {
@@ -360,7 +381,23 @@ static int l_unlock(lua_State *L)
 	const unsigned char *k = key_bytes(L, 3, &len);
 	struct crypt_device *cd = load(L, path, "luks.unlock");
 	struct key *vk;
+	uint32_t req = 0, act = 0;
 	int r;
+	static const struct {
+		uint32_t flag;
+		const char *option;
+	} flags[] = {
+		{CRYPT_ACTIVATE_ALLOW_DISCARDS, "allow_discards"},
+		{CRYPT_ACTIVATE_SAME_CPU_CRYPT, "same_cpu_crypt"},
+		{CRYPT_ACTIVATE_SUBMIT_FROM_CRYPT_CPUS, "submit_from_crypt_cpus"},
+		{CRYPT_ACTIVATE_NO_READ_WORKQUEUE, "no_read_workqueue"},
+		{CRYPT_ACTIVATE_NO_WRITE_WORKQUEUE, "no_write_workqueue"},
+	};
+	if (crypt_persistent_flags_get(cd, CRYPT_FLAGS_REQUIREMENTS, &req) == 0 && req)
+		return fail(L, cd, "luks.unlock", path, EINVAL, "the header has requirements (an unfinished "
+		            "reencryption, or newer features) that one crypt table cannot meet");
+	if (crypt_persistent_flags_get(cd, CRYPT_FLAGS_ACTIVATION, &act) < 0)
+		act = 0;
 	if (strcmp(how, "volume_key") == 0) {
 		if ((r = crypt_volume_key_verify(cd, (const char *)k, len)) < 0)
 			return fail(L, cd, "luks.unlock", path, r == -EPERM ? EPERM : -r,
@@ -388,8 +425,17 @@ static int l_unlock(lua_State *L)
 	set_int(L, "iv_offset", (lua_Integer)crypt_get_iv_offset(cd));
 	{
 		struct crypt_params_integrity ip;
+		size_t i;
+		int n = 0;
 		if (crypt_get_integrity_info(cd, &ip) == 0 && ip.integrity)
 			set_string(L, "integrity", ip.integrity);
+		lua_newtable(L);
+		for (i = 0; i < sizeof flags / sizeof *flags; i++)
+			if (act & flags[i].flag) {
+				lua_pushstring(L, flags[i].option);
+				lua_rawseti(L, -2, ++n);
+			}
+		lua_setfield(L, -2, "options");
 	}
 	crypt_free(cd);
 	return 2;

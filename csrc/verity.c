@@ -13,7 +13,8 @@ static const char *opt_string(lua_State *L, int idx, const char *k, size_t *len)
 {
 	const char *s;
 	lua_getfield(L, idx, k);
-	s = lua_tolstring(L, -1, len);	/* the options table keeps it alive */
+	/* only a string: the options table keeps it alive while it is used */
+	s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, len) : NULL;
 	lua_pop(L, 1);
 	return s;
 }

@@ -23,6 +23,10 @@ describe("verity options", function()
     refused(function() dm.verity.verify(false, "/dev/null-h", ROOT) end, "field 'data' must be a path")
     refused(function() dm.verity.verify("/dev/null-v", "/dev/null-h", ROOT, {superblock = false}) end,
             "field 'salt' is required without a superblock")
+    refused(function() dm.verity.open("/dev/null-v", "/dev/null-h", "v", ROOT, {hash = "sha1"}) end,
+            "field 'hash' comes from the superblock: give it only with superblock = false")
+    refused(function() dm.verity.verify("/dev/null-v", "/dev/null-h", ROOT, {data_blocks = 8}) end,
+            "field 'data_blocks' comes from the superblock")
   end)
 
   it("shows the veritysetup command in a dry run", function()
@@ -89,6 +93,14 @@ describe("verity #kernel", function()
     assert.matches("does not match the root hash", tostring(err))
     local _, code = support.sh(("veritysetup verify %s %s %s"):format(data.path, hash.path, v.root))
     assert.not_equal(0, code)
+    -- a wrong root opens (as veritysetup), and nothing reads through it
+    local bad = dm.verity.open(data, hash, "spec-verity5", wrong)
+    support.defer(function() pcall(dm.verity.close, "spec-verity5") end)
+    local g = assert(io.open(bad.path, "rb"))
+    local got = g:read(6)
+    g:close()
+    assert.is_nil(got)
+    dm.verity.close(bad)
     -- through the device, the good blocks read and the tampered one fails
     local dev = dm.verity.open(data, hash, "spec-verity3", v.root)
     support.defer(function() pcall(dm.verity.close, "spec-verity3") end)

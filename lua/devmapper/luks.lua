@@ -10,6 +10,7 @@ local check = require "devmapper.check"
 local device = require "devmapper.device"
 local kernel = require "devmapper.kernel"
 local key = require "devmapper.key"
+local keyring = require "devmapper.keyring"
 local scope = require "devmapper.scope"
 local target = require "devmapper.target"
 
@@ -84,8 +85,6 @@ local function pbkdf(op, p, version)
     if p.hash ~= nil then check.fail(op, nil, "field 'pbkdf.hash' is for pbkdf2 only") end
     out.memory = p.memory and integer(op, "pbkdf.memory", p.memory, 32, 4 * 1024 * 1024)   -- KiB
     out.parallel = p.parallel and integer(op, "pbkdf.parallel", p.parallel, 1, 4)
-    if out.iterations and not out.memory then out.memory = 1024 * 1024 end
-    if out.iterations and not out.parallel then out.parallel = 1 end
   end
   return out
 end
@@ -182,7 +181,7 @@ function luks.open(dev, name, opts)
   if opts.volume_key then how, k = "volume_key", a_key(op, "volume_key", opts.volume_key, "the volume key") end
   if opts.keyfile then
     if type(opts.keyfile) ~= "string" then check.fail(op, name, "field 'keyfile' must be a path") end
-    k = key.read(opts.keyfile)   -- read whole, as cryptsetup --key-file
+    k = key.read(opts.keyfile, {newline = false})   -- read whole ("-": all of stdin), as cryptsetup --key-file
     close_k = k
   end
   a_key(op, how, k, "the passphrase")
@@ -192,17 +191,22 @@ function luks.open(dev, name, opts)
   local d = device.named(name)
   d.slot = slot and slot >= 0 and slot or nil
   scope.track("LUKS volume " .. name, function()
-    if kernel.call("dm_info", name) then kernel.call("cryptsetup_close", name) end
+    -- still this volume (libcryptsetup's UUID), not another device made under the name since
+    local info = kernel.call("dm_info", name)
+    if info and (info.uuid or ""):match("^CRYPT%-LUKS") then kernel.call("cryptsetup_close", name) end
   end)
   return d
 end
 
---- Close an open LUKS volume (cryptsetup close).
+--- Close an open LUKS volume (cryptsetup close); any crypt device closes
+-- so, and the keyring entries of one made by dm.create go with it.
 -- @param dev the name or its Device
 function luks.close(dev)
   local name = type(dev) == "table" and dev.name or dev
   check.name("luks.close", name)
   kernel.call("cryptsetup_close", name)
+  local ok, err = pcall(keyring.drop, name)
+  if not ok then kernel.warn(("keyring of %s: %s"):format(name, tostring(err))) end
 end
 
 --- Whether the device holds a LUKS header (cryptsetup isLuks).
@@ -238,17 +242,41 @@ function luks.change_key(dev, opts)
               a_key(op, "new", opts.new, "the new passphrase"), {pbkdf = pbkdf(op, opts.pbkdf, version)})
 end
 
+-- The last key slot goes only when asked (cryptsetup asks before it too):
+-- without one, nothing opens the volume again.
+local function not_last(op, path, opts, slot)
+  opts = options(op, opts, {force = true})
+  if opts.force ~= nil and type(opts.force) ~= "boolean" then check.fail(op, nil, "field 'force' must be a boolean") end
+  if opts.force then return end
+  local info = kernel.call("luks_info", path)
+  local active = 0
+  for _, s in ipairs(info and info.keyslots or {}) do
+    if s.state ~= "inactive" and (slot == nil or s.slot ~= slot) then active = active + 1 end
+  end
+  if info and active < (slot == nil and 2 or 1) then
+    check.fail(op, path, "this is the last key slot: without it nothing opens the volume (give {force = true})")
+  end
+end
+
 --- Destroy the slot that opens with the passphrase (cryptsetup luksRemoveKey).
+-- @tparam[opt] table opts {force = true: even the last slot}
 -- @treturn integer the slot destroyed
-function luks.remove_key(dev, passphrase)
+function luks.remove_key(dev, passphrase, opts)
   local op = "luks.remove_key"
-  return call("luks_remove_key", path_of(op, dev), a_key(op, "passphrase", passphrase, "the passphrase to remove"))
+  local path = path_of(op, dev)
+  a_key(op, "passphrase", passphrase, "the passphrase to remove")
+  not_last(op, path, opts)
+  return call("luks_remove_key", path, passphrase)
 end
 
 --- Destroy a key slot without asking for its passphrase (cryptsetup luksKillSlot).
-function luks.kill_slot(dev, slot)
+-- @tparam[opt] table opts {force = true: even the last slot}
+function luks.kill_slot(dev, slot, opts)
   local op = "luks.kill_slot"
-  kernel.call("luks_kill_slot", path_of(op, dev), integer(op, "slot", slot, 0, 31))
+  local path = path_of(op, dev)
+  integer(op, "slot", slot, 0, 31)
+  not_last(op, path, opts, slot)
+  kernel.call("luks_kill_slot", path, slot)
 end
 
 --- Save the header and its key slots to a new file (cryptsetup luksHeaderBackup).
@@ -261,10 +289,16 @@ end
 
 --- Put a saved header back (cryptsetup luksHeaderRestore): the key slots
 -- become the backup's. The backup must match the volume's size and layout.
-function luks.header_restore(dev, file)
+-- Over a LUKS header, which it destroys, only with {force = true} (cryptsetup asks).
+function luks.header_restore(dev, file, opts)
   local op = "luks.header_restore"
+  local path = path_of(op, dev)
   if type(file) ~= "string" or file == "" then check.fail(op, nil, "field 'file' must be a path") end
-  kernel.call("luks_header_restore", path_of(op, dev), file)
+  opts = options(op, opts, {force = true})
+  if opts.force ~= true and kernel.call("luks_is", path) then
+    check.fail(op, path, "the device holds a LUKS header, whose key slots the backup's replace (give {force = true})")
+  end
+  kernel.call("luks_header_restore", path, file)
 end
 
 return luks

@@ -167,7 +167,8 @@ function Stack:plan(lenient)
     if d.op == "foreign" and not lenient then refuse_foreign("plan", self, m, d) end
     if d.op == "create" then
       local last = d.targets[#d.targets]
-      planned[m] = {path = "/dev/mapper/" .. self:name(m), sectors = last.start + last.length, logical_block_size = 512}
+      planned[m] = {path = "/dev/mapper/" .. self:name(m), sectors = last.start + last.length, logical_block_size = 512,
+                    planned = true}
     end
     d.member, d.name, d.uuid = m, self:name(m), stack.uuid(self.prefix, m)
     plan[#plan + 1] = d

@@ -146,8 +146,9 @@ local function resolve(t, ctx, op, name, strict, mode)
     local ok, seg = pcall(s.expanded, s, ctx, segfail)
     if not ok then
       if strict then error(seg, 0) end
-      seg = s
+      seg = nil
     end
+    seg = seg or s
     local r = target.resolve(seg, ctx, segfail, mode, strict)
     if strict and r.length > MAX_SECTORS - start then
       segfail("length", "%d makes the table end past sector %d (the largest device the kernel makes)", r.length, MAX_SECTORS)

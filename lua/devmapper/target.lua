@@ -50,7 +50,7 @@ local COMMON = {length = true}
 --   length = function(r, ctx) -> default length, areas = function(r) -> {{dev, start, len, field}},
 --   block = function(r) -> a logical block size (bytes) the target imposes,
 --   check = function(r, ctx, fail), status = function(words) -> table,
---   expand = function(seg, ctx, fail) -> the segment of another type it stands for,
+--   expand = function(seg, ctx, fail) -> the segment of another type it stands for (or nil: not yet),
 --   before_create = {when = f(seg), run = f(seg, ctx), show = f(seg, ctx) -> command line}}
 function target.define(decl)
   decl.allowed, decl.flags = {}, decl.flags or {}
@@ -474,7 +474,8 @@ function Segment:before_create(ctx, show)
 end
 
 --- The segment the kernel gets: itself, or what a type that stands for
--- another (luks: a crypt segment made from its header) becomes with ctx.
+-- another (luks: a crypt segment made from its header) becomes with ctx
+-- (nil while it cannot be known: a plan over members still to be made).
 function Segment:expanded(ctx, fail)
   local decl = target.get(self.type)
   if decl and decl.expand then return decl.expand(self, ctx, fail) end

@@ -107,6 +107,14 @@ local function open_options(op, opts)
   if o.superblock == false and o.salt == nil then
     check.fail(op, nil, "field 'salt' is required without a superblock (hex, or \"-\" for none)")
   end
+  if o.superblock ~= false then
+    -- read from the superblock: a value given here would be ignored
+    for _, f in ipairs {"hash", "salt", "data_block_size", "hash_block_size", "data_blocks"} do
+      if (opts or {})[f] ~= nil then
+        check.fail(op, nil, "field '%s' comes from the superblock: give it only with superblock = false", f)
+      end
+    end
+  end
   return o
 end
 
@@ -122,7 +130,9 @@ function verity.open(data, hash, name, root, opts)
   local d, h = path_of(op, "data", data), path_of(op, "hash", hash)
   kernel.call("verity_open", d, h, name, hex_bytes(op, "root", root, 64), open_options(op, opts))
   scope.track("verity volume " .. name, function()
-    if kernel.call("dm_info", name) then kernel.call("cryptsetup_close", name) end
+    -- still this volume (libcryptsetup's UUID), not another device made under the name since
+    local info = kernel.call("dm_info", name)
+    if info and (info.uuid or ""):match("^CRYPT%-VERITY") then kernel.call("cryptsetup_close", name) end
   end)
   return device.named(name)
 end

@@ -3,12 +3,14 @@
 -- segment the header describes (cipher, data offset, sector size), with
 -- the volume key unlocked through libcryptsetup by the passphrase (or
 -- given), so a stack creates, compares, tears down and cleans it up as any
--- crypt member. The volume key lives in a Key, kept (per segment) while
--- the header's UUID stays the same, so a re-apply runs no PBKDF again.
+-- crypt member. The volume key lives in a Key, kept per segment while the
+-- header still takes it (checked each time: cheap), so a re-apply runs no
+-- PBKDF again, and a reencrypted or re-made volume is unlocked anew.
 -- @usage dm.stack {prefix = "p", vault = dm.luks {l1, passphrase = k, discards = true}}
 local check = require "devmapper.check"
 local core = require "devmapper.core"
 local field = require "devmapper.field"
+local kernel = require "devmapper.kernel"
 local key = require "devmapper.key"
 local target = require "devmapper.target"
 
@@ -21,17 +23,26 @@ local function path_of(dev, ctx)
   return ctx.name(dev)
 end
 
--- The volume key and the header's facts, unlocked once per segment and header.
+-- The volume key and the header's facts, unlocked once per segment and volume key.
 local function unlock(s, path)
   local u = unlocked[s]
   if u and u.path == path then
-    local ok, facts = pcall(core.luks_info, path)
-    if ok and facts.uuid == u.facts.uuid then return u.vk, u.facts end
+    local ok, vk, facts = pcall(core.luks_unlock, path, "volume_key", u.vk)
+    if ok then return vk, facts end
   end
   local how = s.volume_key and "volume_key" or "passphrase"
   local vk, facts = core.luks_unlock(path, how, s.volume_key or s.passphrase)
   unlocked[s] = {path = path, vk = vk, facts = facts}
   return vk, facts
+end
+
+-- The crypt options: the header's persistent flags (as cryptsetup open
+-- applies them), and allow_discards if asked.
+local function options_of(flags, discards)
+  local o, seen = {}, {}
+  for _, f in ipairs(flags or {}) do o[#o + 1], seen[f] = f, true end
+  if discards and not seen.allow_discards then o[#o + 1] = "allow_discards" end
+  return #o > 0 and o or nil
 end
 
 return target.define {
@@ -56,7 +67,11 @@ return target.define {
   end,
   -- shown as itself only where the header cannot be read (a plan over a member still to be made)
   length = function(r, ctx) return ctx.facts(r.dev).sectors end,
+  -- nil (shown as itself) where there is no header to read yet: a dry run,
+  -- or a plan over a member that the apply will make first
   expand = function(s, ctx, fail)
+    local f = ctx.facts(s.dev)
+    if kernel.dry_run or (f and f.planned) then return nil end
     local vk, facts = unlock(s, path_of(s.dev, ctx))
     if facts.integrity then
       fail("dev", "is LUKS2 with integrity (%s), which needs dm-integrity beneath: open it with dm.luks.open", facts.integrity)
@@ -65,7 +80,7 @@ return target.define {
       s.dev, cipher = facts.cipher .. "-" .. facts.mode, key = vk, offset = facts.data_offset,
       iv_offset = facts.iv_offset, length = s.length,
       sector_size = facts.sector_size ~= 512 and facts.sector_size or nil,
-      options = s.discards and {"allow_discards"} or nil,
+      options = options_of(facts.options, s.discards),
     }
   end,
 }
