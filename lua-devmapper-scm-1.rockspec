@@ -47,6 +47,7 @@ build = {
     ["devmapper.targets.snapshot_merge"] = "lua/devmapper/targets/snapshot_merge.lua",
     ["devmapper.targets.snapshot_origin"] = "lua/devmapper/targets/snapshot_origin.lua",
     ["devmapper.targets.striped"] = "lua/devmapper/targets/striped.lua",
+    ["devmapper.targets.verity"] = "lua/devmapper/targets/verity.lua",
     ["devmapper.targets.zero"] = "lua/devmapper/targets/zero.lua",
     ["devmapper.transaction"] = "lua/devmapper/transaction.lua",
     ["devmapper.verity"] = "lua/devmapper/verity.lua",

@@ -330,6 +330,24 @@ static int l_plain(lua_State *L)
 	return 1;
 }
 
+/* core.digest_size(name) -> bytes, or nil for a name OpenSSL does not know
+ * (a kernel crypto API name of its own, say). */
+static int l_digest_size(lua_State *L)
+{
+	const char *name = luaL_checkstring(L, 1);
+	EVP_MD *md;
+	int size;
+	ERR_set_mark();
+	md = digest_ctx() ? EVP_MD_fetch(digests, name, NULL) : NULL;
+	ERR_pop_to_mark();
+	size = md ? EVP_MD_get_size(md) : 0;
+	EVP_MD_free(md);
+	if (size <= 0)
+		return lua_pushnil(L), 1;
+	lua_pushinteger(L, size);
+	return 1;
+}
+
 void kdf_open(lua_State *L)
 {
 	static const luaL_Reg core[] = {
@@ -337,6 +355,7 @@ void kdf_open(lua_State *L)
 		{"key_scrypt", l_scrypt},
 		{"key_calibrate", l_calibrate},
 		{"key_plain", l_plain},
+		{"digest_size", l_digest_size},
 		{NULL, NULL}
 	};
 	luaL_setfuncs(L, core, 0);

@@ -146,11 +146,32 @@ static int l_open(lua_State *L)
 	return 0;
 }
 
+/* core.verity_info(hash, hash_offset) -> the superblock's facts (no root). */
+static int l_info(lua_State *L)
+{
+	const char *hash = luaL_checkstring(L, 1);
+	struct crypt_params_verity p;
+	struct crypt_device *cd = NULL;
+	int r;
+	memset(&p, 0, sizeof p);
+	p.hash_area_offset = (uint64_t)luaL_optinteger(L, 2, 0);
+	cryptsetup_log_reset();
+	if ((r = crypt_init(&cd, hash)) < 0)
+		return fail(L, NULL, "verity.info", hash, -r, "cannot open the hash device");
+	cryptsetup_log_to(cd);
+	if ((r = crypt_load(cd, CRYPT_VERITY, &p)) < 0)
+		return fail(L, cd, "verity.info", hash, -r, "no verity superblock there");
+	push_facts(L, cd, NULL, 0);
+	crypt_free(cd);
+	return 1;
+}
+
 void verity_open(lua_State *L)
 {
 	static const luaL_Reg core[] = {
 		{"verity_format", l_format},
 		{"verity_open", l_open},
+		{"verity_info", l_info},
 		{NULL, NULL}
 	};
 	luaL_setfuncs(L, core, 0);

@@ -128,4 +128,53 @@ describe("verity #kernel", function()
     end
     assert.same({}, support.names())
   end)
+
+  it("is a target: dm.verity {data, hash, root} reads the superblock, makes a read-only device, a stack member", function()
+    local data, hash = support.loops(2, "4MiB")
+    fill(data.path, "target ")
+    local v = dm.verity.format(data, hash, {salt = ("00"):rep(8)})
+    local seg = dm.verity {data, hash, root = v.root:upper()}
+    local want = ("0 8192 verity 1 %s %s 4096 4096 1024 1 sha256 %s %s"):format(data:devno(), hash:devno(), v.root, v.salt)
+    assert.equal(want, tostring(dm.table {seg}))
+    -- veritysetup open maps the same table
+    local out, code = support.sh(("veritysetup open %s spec-vs %s %s"):format(data.path, hash.path, v.root))
+    assert.equal(0, code, out)
+    assert.equal(want, support.dmsetup("table spec-vs"))
+    support.sh("veritysetup close spec-vs")
+    local dev = support.device("spec-vt", seg)
+    assert.is_true(dev:info().readonly)
+    assert.equal("target target ", support.read(dev.path, 0, 14))
+    assert.same({state = "V", corrupted = false}, dev:status()[1].status)
+    dev:remove()
+    -- a stack member: applied, kept on re-apply, torn down
+    local s = dm.stack {prefix = "spec_vt", img = dm.verity {data, hash, root = v.root, options = {"ignore_zero_blocks"}},
+                        top = dm.linear("img", {length = 8})}
+    support.defer(function() pcall(dm.cleanup, "spec_vt") end)
+    s:apply()
+    assert.equal("target t", support.read("/dev/mapper/spec_vt-top", 0, 8))
+    local plan = s:plan()
+    assert.equal(2, #plan)
+    for _, step in ipairs(plan) do assert.equal("keep", step.op, step.name) end
+    s:teardown()
+    assert.same({}, support.names())
+    -- what the superblock says is checked against what is given
+    refused(function() dm.verity {data, hash, root = v.root, algorithm = "sha512"} end,
+            "field 'algorithm' (sha512) is not the superblock's (sha256)")
+    refused(function() dm.verity {data, "member", root = v.root} end, "field 'data_blocks' is required")
+  end)
+
+  it("as a target, reports corruption in its status and fails the read", function()
+    local data, hash = support.loops(2, "4MiB")
+    fill(data.path, "status ")
+    local v = dm.verity.format(data, hash)
+    support.write(data.path, 3 * 4096, "tampered")
+    local dev = support.device("spec-vt2", dm.verity {data, hash, root = v.root})
+    local f = assert(io.open(dev.path, "rb"))
+    f:seek("set", 3 * 4096)
+    local got = f:read(8)
+    f:close()
+    assert.is_nil(got)
+    assert.same({state = "C", corrupted = true}, dev:status()[1].status)
+  end)
 end)
+

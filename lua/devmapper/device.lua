@@ -30,6 +30,16 @@ local function after(what, fn, ...)
   if not ok then kernel.warn(("%s: %s"):format(what, tostring(err))) end
 end
 
+-- Read-only if asked, or if a target of the table needs it (verity).
+local function readonly(targets, asked)
+  if asked then return true end
+  for _, s in ipairs(targets) do
+    local decl = target.get(s.type)
+    if decl and decl.readonly then return true end
+  end
+  return nil
+end
+
 -- The ioctl with the table's keyring keys linked first and taken back if it
 -- fails. Returns keyring.add's settle (nil for a table without keyring keys).
 local function with_keys(name, targets, op, ...)
@@ -63,7 +73,7 @@ function device.make(name, t, targets, ctx, opts)
   t:before_create(ctx)
   -- a table without keyring keys touches no ring: a stale one, left by a
   -- kill between linking keys and a create, goes at remove or dm.cleanup
-  local settle = with_keys(name, targets, "dm_create", {uuid = opts.uuid, readonly = opts.readonly})
+  local settle = with_keys(name, targets, "dm_create", {uuid = opts.uuid, readonly = readonly(targets, opts.readonly)})
   if settle then after("keyring of " .. name, settle) end
   local dev = wrap(name)
   scope.track("device " .. name, function()
@@ -112,7 +122,7 @@ end
 
 -- Load the resolved targets into the inactive slot, keys first.
 local function load(self, targets, opts)
-  with_keys(self.name, targets, "dm_load", {readonly = opts and opts.readonly})
+  with_keys(self.name, targets, "dm_load", {readonly = readonly(targets, opts and opts.readonly)})
 end
 
 --- Load a table into the inactive slot (dmsetup load); resume makes it live.
@@ -169,7 +179,7 @@ function Device:reload_targets(targets, opts)
   opts = opts or {}
   local undo, settle = keyring.add(self.name, targets)
   local ok, err = pcall(function()
-    kernel.call("dm_load", self.name, targets, {readonly = opts.readonly})
+    kernel.call("dm_load", self.name, targets, {readonly = readonly(targets, opts.readonly)})
     swap(self, opts)
   end)
   if not ok then

@@ -50,6 +50,7 @@ local COMMON = {length = true}
 --   length = function(r, ctx) -> default length, areas = function(r) -> {{dev, start, len, field}},
 --   block = function(r) -> a logical block size (bytes) the target imposes,
 --   check = function(r, ctx, fail), status = function(words) -> table,
+--   readonly = true (a device with it is made read-only, as the kernel requires),
 --   expand = function(seg, ctx, fail) -> the segment of another type it stands for (or nil: not yet),
 --   before_create = {when = f(seg), run = f(seg, ctx), show = f(seg, ctx) -> command line}}
 function target.define(decl)

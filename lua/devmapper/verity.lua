@@ -10,8 +10,10 @@ local check = require "devmapper.check"
 local device = require "devmapper.device"
 local kernel = require "devmapper.kernel"
 local scope = require "devmapper.scope"
+local target = require "devmapper.target"
 
-local verity = {}
+-- dm.verity {data, hash, root = hex} is a segment (targets/verity.lua)
+local verity = setmetatable({}, {__call = function(_, ...) return target.get("verity").builder(...) end})
 
 local function path_of(op, what, dev)
   if type(dev) == "table" and type(dev.path) == "string" then return dev.path end

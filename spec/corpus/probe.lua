@@ -404,7 +404,8 @@ local function measure(text, in_process)
     local ttype = line:match("^%s*%S+%s+%S+%s*(%S+)")
     if ttype and not READS_NOTHING[ttype] then zero_loops(); break end
   end
-  local rc, _, err = run(DMSETUP .. " create corpus", subst(text))
+  -- dm-verity needs a read-only device (the module makes one so by itself)
+  local rc, _, err = run(DMSETUP .. " create corpus" .. (text:find(" verity ") and " --readonly" or ""), subst(text))
   if rc == 0 and in_process then
     r.kernel = "ok"
     local out = unsubst(chomp(core_table("corpus")))
