@@ -316,6 +316,16 @@ function sandbox.run(argv, opts)
   io.stdout:flush()
   local code = tonumber(read(io_dir .. "/status") or "")
   local guest_error = read(io_dir .. "/error")
+  -- A boot that ends before the command started, with no reason given (seen
+  -- once in many hundred boots under emulation): nothing ran, so boot again, once.
+  if not code and not guest_error and how == "exit" and not exists(io_dir .. "/pid") then
+    io.stderr:write(("dmlua --sandbox: the VM stopped before the command started (status %s); booting it again\n")
+                    :format(tostring(status)))
+    status, how = core.spawn(qemu, {notify = io_dir .. "/signal.in", timeout = timeout})
+    io.stdout:flush()
+    code = tonumber(read(io_dir .. "/status") or "")
+    guest_error = read(io_dir .. "/error")
+  end
   os.execute("rm -rf " .. sh_quote(io_dir))
   if not code then
     io.stderr:write(("dmlua --sandbox: the command did not run (%s)\n"):format(
