@@ -316,21 +316,15 @@ function sandbox.run(argv, opts)
   io.stdout:flush()
   local code = tonumber(read(io_dir .. "/status") or "")
   local guest_error = read(io_dir .. "/error")
-  -- A boot that ends before the command started, with no reason given (seen
-  -- once in many hundred boots under emulation): nothing ran, so boot again, once.
-  if not code and not guest_error and how == "exit" and not exists(io_dir .. "/pid") then
-    io.stderr:write(("dmlua --sandbox: the VM stopped before the command started (status %s); booting it again\n")
-                    :format(tostring(status)))
-    status, how = core.spawn(qemu, {notify = io_dir .. "/signal.in", timeout = timeout})
-    io.stdout:flush()
-    code = tonumber(read(io_dir .. "/status") or "")
-    guest_error = read(io_dir .. "/error")
-  end
+  -- the command started (its pid is there) and the guest went down under it
+  local started = exists(io_dir .. "/pid")
   os.execute("rm -rf " .. sh_quote(io_dir))
   if not code then
-    io.stderr:write(("dmlua --sandbox: the command did not run (%s)\n"):format(
-      guest_error and guest_error:gsub("\n$", "") or how == "timeout" and "the VM timed out after " .. timeout .. " s"
-      or how == "signal" and "the VM was killed (" .. status - 128 .. ")" or "the VM stopped early, status " .. status))
+    local why = guest_error and guest_error:gsub("\n$", "") or how == "timeout" and "the VM timed out after " .. timeout .. " s"
+      or how == "signal" and "the VM was killed (" .. status - 128 .. ")"
+      or started and "the guest went down under it: a kernel panic or reboot"
+      or "the VM stopped early, status " .. status
+    io.stderr:write(("dmlua --sandbox: the command did not %s (%s)\n"):format(started and "finish" or "run", why))
     return 125
   end
   return code
