@@ -104,6 +104,20 @@ lua_Integer opt_int_field(lua_State *L, int idx, const char *k, lua_Integer d)
 	return v;
 }
 
+/* An optional string field of the table at idx (NULL when absent or not
+ * a string); the table keeps it alive while the caller uses it. */
+const char *opt_string_field(lua_State *L, int idx, const char *k, size_t *len)
+{
+	const char *s = NULL;
+	if (lua_type(L, idx) == LUA_TTABLE) {
+		lua_getfield(L, idx, k);
+		if (lua_type(L, -1) == LUA_TSTRING)
+			s = lua_tolstring(L, -1, len);
+		lua_pop(L, 1);
+	}
+	return s;
+}
+
 int opt_bool_field(lua_State *L, int idx, const char *k, int d)
 {
 	int v = d;

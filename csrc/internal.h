@@ -35,9 +35,11 @@ void verity_open(lua_State *L);
 /* luks.c: libcryptsetup's error lines since the last reset, which the
  * contexts given to cryptsetup_log_to write into. */
 struct crypt_device;
-const char *cryptsetup_log(void);
 void cryptsetup_log_reset(void);
 void cryptsetup_log_to(struct crypt_device *cd);
+/* Free cd (if any) and raise the error object, libcryptsetup's words appended. */
+int cryptsetup_fail(lua_State *L, struct crypt_device *cd, const char *op, const char *name, int err,
+                    const char *what);
 
 /* secure.c: locked memory, and the devmapper.Key that holds it. */
 #define KEY_TYPE "devmapper.Key"
@@ -78,6 +80,7 @@ const char *openssl_reason(void);
 /* Optional integer field of the table at idx, with a default. */
 lua_Integer opt_int_field(lua_State *L, int idx, const char *k, lua_Integer d);
 int opt_bool_field(lua_State *L, int idx, const char *k, int d);
+const char *opt_string_field(lua_State *L, int idx, const char *k, size_t *len);
 
 #pragma GCC visibility pop
 

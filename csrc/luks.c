@@ -15,7 +15,6 @@
  * a time in a process that drives device-mapper); verity.c shares them. */
 static char log_text[1024];
 
-const char *cryptsetup_log(void) { return log_text; }
 void cryptsetup_log_reset(void) { log_text[0] = 0; }
 
 static void on_log(int level, const char *msg, void *unused)
@@ -41,9 +40,8 @@ void cryptsetup_log_to(struct crypt_device *cd)
 	crypt_set_log_callback(cd, on_log, NULL);
 }
 
-/* Free cd and raise the error object, libcryptsetup's own words appended. */
-static int fail(lua_State *L, struct crypt_device *cd, const char *op, const char *name, int err,
-                const char *what)
+int cryptsetup_fail(lua_State *L, struct crypt_device *cd, const char *op, const char *name, int err,
+                    const char *what)
 {
 	if (cd)
 		crypt_free(cd);
@@ -59,43 +57,33 @@ static struct crypt_device *load(lua_State *L, const char *path, const char *op)
 	int r;
 	cryptsetup_log_reset();
 	if ((r = crypt_init(&cd, path)) < 0)
-		fail(L, NULL, op, path, -r, "cannot open the device");
+		cryptsetup_fail(L, NULL, op, path, -r, "cannot open the device");
 	cryptsetup_log_to(cd);
 	if ((r = crypt_load(cd, CRYPT_LUKS, NULL)) < 0)
-		fail(L, cd, op, path, -r, "not a LUKS volume (no LUKS header, or a damaged one)");
+		cryptsetup_fail(L, cd, op, path, -r, "not a LUKS volume (no LUKS header, or a damaged one)");
 	return cd;
-}
-
-/* A string field of the table at idx (NULL if absent or not a string):
- * the table keeps it alive while it is used. */
-static const char *opt_string(lua_State *L, int idx, const char *k)
-{
-	const char *s;
-	lua_getfield(L, idx, k);
-	s = lua_type(L, -1) == LUA_TSTRING ? lua_tostring(L, -1) : NULL;
-	lua_pop(L, 1);
-	return s;
 }
 
 /* The PBKDF of opts.pbkdf ({type, hash, time_ms, iterations, memory, parallel}),
  * checked by the Lua layer; 0 when absent. */
 static int pbkdf_of(lua_State *L, int idx, struct crypt_pbkdf_type *p)
 {
+	const char *hash;
 	lua_getfield(L, idx, "pbkdf");
 	if (!lua_istable(L, -1)) {
 		lua_pop(L, 1);
 		return 0;
 	}
 	memset(p, 0, sizeof *p);
-	p->type = opt_string(L, -1, "type");
+	p->type = opt_string_field(L, -1, "type", NULL);
 	{
 		/* libcryptsetup's defaults for that type, then what was given */
 		const struct crypt_pbkdf_type *d = p->type ? crypt_get_pbkdf_type_params(p->type) : NULL;
 		if (d)
 			*p = *d;
 	}
-	if (opt_string(L, -1, "hash"))
-		p->hash = opt_string(L, -1, "hash");
+	if ((hash = opt_string_field(L, -1, "hash", NULL)))
+		p->hash = hash;
 	p->time_ms = (uint32_t)opt_int_field(L, lua_gettop(L), "time_ms", p->time_ms);
 	p->iterations = (uint32_t)opt_int_field(L, lua_gettop(L), "iterations", 0);
 	p->max_memory_kb = (uint32_t)opt_int_field(L, lua_gettop(L), "memory", p->max_memory_kb);
@@ -111,7 +99,7 @@ static void set_pbkdf(lua_State *L, struct crypt_device *cd, const struct crypt_
 {
 	int r;
 	if (p && (r = crypt_set_pbkdf_type(cd, p)) < 0)
-		fail(L, cd, op, path, -r, "the key derivation (pbkdf) was refused");
+		cryptsetup_fail(L, cd, op, path, -r, "the key derivation (pbkdf) was refused");
 }
 
 /* core.luks_format(path, opts, passphrase[, volume_key]) -> slot, uuid.
@@ -135,27 +123,28 @@ static int l_format(lua_State *L)
 		vk = key_bytes(L, 4, &vlen);
 	else
 		vlen = (size_t)opt_int_field(L, 2, "key_size", 64);
-	luks1 = (type = opt_string(L, 2, "type")) && strcmp(type, "luks1") == 0;
+	luks1 = (type = opt_string_field(L, 2, "type", NULL)) && strcmp(type, "luks1") == 0;
 	p2.sector_size = (uint32_t)opt_int_field(L, 2, "sector_size", 0);	/* 0: libcryptsetup's pick */
-	p2.label = opt_string(L, 2, "label");
-	p2.subsystem = opt_string(L, 2, "subsystem");
+	p2.label = opt_string_field(L, 2, "label", NULL);
+	p2.subsystem = opt_string_field(L, 2, "subsystem", NULL);
 	if (pbkdf_of(L, 2, &pbkdf))
 		p2.pbkdf = &pbkdf;
 	cryptsetup_log_reset();
 	if ((r = crypt_init(&cd, path)) < 0)
-		return fail(L, NULL, "luks.format", path, -r, "cannot open the device");
+		return cryptsetup_fail(L, NULL, "luks.format", path, -r, "cannot open the device");
 	cryptsetup_log_to(cd);
 	if (luks1 && p2.pbkdf && (r = crypt_set_pbkdf_type(cd, p2.pbkdf)) < 0)
-		return fail(L, cd, "luks.format", path, -r, "the key derivation (pbkdf) was refused");
-	r = crypt_format(cd, luks1 ? CRYPT_LUKS1 : CRYPT_LUKS2, opt_string(L, 2, "cipher"),
-	                 opt_string(L, 2, "mode"), opt_string(L, 2, "uuid"), (const char *)vk, vlen,
+		return cryptsetup_fail(L, cd, "luks.format", path, -r, "the key derivation (pbkdf) was refused");
+	r = crypt_format(cd, luks1 ? CRYPT_LUKS1 : CRYPT_LUKS2, opt_string_field(L, 2, "cipher", NULL),
+	                 opt_string_field(L, 2, "mode", NULL), opt_string_field(L, 2, "uuid", NULL),
+	                 (const char *)vk, vlen,
 	                 luks1 ? (void *)&p1 : (void *)&p2);
 	if (r < 0)
-		return fail(L, cd, "luks.format", path, -r, "cannot write the LUKS header");
+		return cryptsetup_fail(L, cd, "luks.format", path, -r, "cannot write the LUKS header");
 	r = crypt_keyslot_add_by_volume_key(cd, CRYPT_ANY_SLOT, (const char *)vk, vlen,
 	                                    (const char *)pass, plen);
 	if (r < 0)
-		return fail(L, cd, "luks.format", path, -r, "cannot add the first key slot");
+		return cryptsetup_fail(L, cd, "luks.format", path, -r, "cannot add the first key slot");
 	{
 		/* pushing may fail (memory): free cd, and the volume key it holds, first */
 		char uuid[64];
@@ -188,10 +177,10 @@ static int l_open(lua_State *L)
 	else
 		r = crypt_activate_by_passphrase(cd, name, CRYPT_ANY_SLOT, (const char *)k, len, flags);
 	if (r == -EPERM)
-		return fail(L, cd, "luks.open", name, EPERM, strcmp(how, "volume_key") == 0 ?
+		return cryptsetup_fail(L, cd, "luks.open", name, EPERM, strcmp(how, "volume_key") == 0 ?
 		            "the volume key does not match the header" : "no key slot opens with this passphrase");
 	if (r < 0)
-		return fail(L, cd, "luks.open", name, -r, "cannot open the LUKS volume");
+		return cryptsetup_fail(L, cd, "luks.open", name, -r, "cannot open the LUKS volume");
 	crypt_free(cd);
 	lua_pushinteger(L, strcmp(how, "volume_key") == 0 ? -1 : r);
 	return 1;
@@ -206,10 +195,10 @@ static int l_close(lua_State *L)
 	int r;
 	cryptsetup_log_reset();
 	if ((r = crypt_init_by_name(&cd, name)) < 0)
-		return fail(L, NULL, "close", name, -r, "no such active volume");
+		return cryptsetup_fail(L, NULL, "close", name, -r, "no such active volume");
 	cryptsetup_log_to(cd);
 	if ((r = crypt_deactivate(cd, name)) < 0)
-		return fail(L, cd, "close", name, -r, "cannot close the volume");
+		return cryptsetup_fail(L, cd, "close", name, -r, "cannot close the volume");
 	crypt_free(cd);
 	return 0;
 }
@@ -222,7 +211,7 @@ static int l_is(lua_State *L)
 	int r;
 	cryptsetup_log_reset();
 	if ((r = crypt_init(&cd, path)) < 0)
-		return fail(L, NULL, "luks.is_luks", path, -r, "cannot open the device");
+		return cryptsetup_fail(L, NULL, "luks.is_luks", path, -r, "cannot open the device");
 	cryptsetup_log_to(cd);
 	r = crypt_load(cd, CRYPT_LUKS, NULL);
 	crypt_free(cd);
@@ -303,9 +292,9 @@ static int l_add_key(lua_State *L)
 	r = crypt_keyslot_add_by_passphrase(cd, slot < 0 ? CRYPT_ANY_SLOT : slot, (const char *)old, olen,
 	                                    (const char *)new, nlen);
 	if (r == -EPERM)
-		return fail(L, cd, "luks.add_key", path, EPERM, "no key slot opens with this passphrase");
+		return cryptsetup_fail(L, cd, "luks.add_key", path, EPERM, "no key slot opens with this passphrase");
 	if (r < 0)
-		return fail(L, cd, "luks.add_key", path, -r, "cannot add the key slot");
+		return cryptsetup_fail(L, cd, "luks.add_key", path, -r, "cannot add the key slot");
 	crypt_free(cd);
 	lua_pushinteger(L, r);
 	return 1;
@@ -325,9 +314,9 @@ static int l_change_key(lua_State *L)
 	r = crypt_keyslot_change_by_passphrase(cd, CRYPT_ANY_SLOT, CRYPT_ANY_SLOT, (const char *)old, olen,
 	                                       (const char *)new, nlen);
 	if (r == -EPERM)
-		return fail(L, cd, "luks.change_key", path, EPERM, "no key slot opens with this passphrase");
+		return cryptsetup_fail(L, cd, "luks.change_key", path, EPERM, "no key slot opens with this passphrase");
 	if (r < 0)
-		return fail(L, cd, "luks.change_key", path, -r, "cannot change the key slot");
+		return cryptsetup_fail(L, cd, "luks.change_key", path, -r, "cannot change the key slot");
 	crypt_free(cd);
 	lua_pushinteger(L, r);
 	return 1;
@@ -343,11 +332,11 @@ static int l_remove_key(lua_State *L)
 	struct crypt_device *cd = load(L, path, "luks.remove_key");
 	int slot = crypt_activate_by_passphrase(cd, NULL, CRYPT_ANY_SLOT, (const char *)k, len, 0), r;
 	if (slot == -EPERM)
-		return fail(L, cd, "luks.remove_key", path, EPERM, "no key slot opens with this passphrase");
+		return cryptsetup_fail(L, cd, "luks.remove_key", path, EPERM, "no key slot opens with this passphrase");
 	if (slot < 0)
-		return fail(L, cd, "luks.remove_key", path, -slot, "cannot check the passphrase");
+		return cryptsetup_fail(L, cd, "luks.remove_key", path, -slot, "cannot check the passphrase");
 	if ((r = crypt_keyslot_destroy(cd, slot)) < 0)
-		return fail(L, cd, "luks.remove_key", path, -r, "cannot destroy the key slot");
+		return cryptsetup_fail(L, cd, "luks.remove_key", path, -r, "cannot destroy the key slot");
 	crypt_free(cd);
 	lua_pushinteger(L, slot);
 	return 1;
@@ -360,7 +349,7 @@ static int l_kill_slot(lua_State *L)
 	int slot = (int)luaL_checkinteger(L, 2), r;
 	struct crypt_device *cd = load(L, path, "luks.kill_slot");
 	if ((r = crypt_keyslot_destroy(cd, slot)) < 0)
-		return fail(L, cd, "luks.kill_slot", path, -r, "cannot destroy the key slot");
+		return cryptsetup_fail(L, cd, "luks.kill_slot", path, -r, "cannot destroy the key slot");
 	crypt_free(cd);
 	return 0;
 }
@@ -394,24 +383,24 @@ static int l_unlock(lua_State *L)
 		{CRYPT_ACTIVATE_NO_WRITE_WORKQUEUE, "no_write_workqueue"},
 	};
 	if (crypt_persistent_flags_get(cd, CRYPT_FLAGS_REQUIREMENTS, &req) == 0 && req)
-		return fail(L, cd, "luks.unlock", path, EINVAL, "the header has requirements (an unfinished "
+		return cryptsetup_fail(L, cd, "luks.unlock", path, EINVAL, "the header has requirements (an unfinished "
 		            "reencryption, or newer features) that one crypt table cannot meet");
 	if (crypt_persistent_flags_get(cd, CRYPT_FLAGS_ACTIVATION, &act) < 0)
 		act = 0;
 	if (strcmp(how, "volume_key") == 0) {
 		if ((r = crypt_volume_key_verify(cd, (const char *)k, len)) < 0)
-			return fail(L, cd, "luks.unlock", path, r == -EPERM ? EPERM : -r,
+			return cryptsetup_fail(L, cd, "luks.unlock", path, r == -EPERM ? EPERM : -r,
 			            "the volume key does not match the header");
 		lua_pushvalue(L, 3);
 	} else {
 		size = (size_t)crypt_get_volume_key_size(cd);
 		vk = key_push(L, "luks");
 		if (key_grow(vk, size) < 0)
-			return fail(L, cd, "luks.unlock", path, errno, "no locked memory for the volume key");
+			return cryptsetup_fail(L, cd, "luks.unlock", path, errno, "no locked memory for the volume key");
 		r = crypt_volume_key_get(cd, CRYPT_ANY_SLOT, (char *)vk->bytes, &size, (const char *)k, len);
 		if (r < 0) {
 			key_release(vk);
-			return fail(L, cd, "luks.unlock", path, r == -EPERM ? EPERM : -r,
+			return cryptsetup_fail(L, cd, "luks.unlock", path, r == -EPERM ? EPERM : -r,
 			            r == -EPERM ? "no key slot opens with this passphrase" : "cannot unlock the volume key");
 		}
 		vk->size = size;
@@ -449,7 +438,7 @@ static int l_header_backup(lua_State *L)
 	struct crypt_device *cd = load(L, path, "luks.header_backup");
 	int r = crypt_header_backup(cd, CRYPT_LUKS, file);
 	if (r < 0)
-		return fail(L, cd, "luks.header_backup", path, -r, "cannot write the header backup");
+		return cryptsetup_fail(L, cd, "luks.header_backup", path, -r, "cannot write the header backup");
 	crypt_free(cd);
 	return 0;
 }
@@ -463,10 +452,10 @@ static int l_header_restore(lua_State *L)
 	int r;
 	cryptsetup_log_reset();
 	if ((r = crypt_init(&cd, path)) < 0)
-		return fail(L, NULL, "luks.header_restore", path, -r, "cannot open the device");
+		return cryptsetup_fail(L, NULL, "luks.header_restore", path, -r, "cannot open the device");
 	cryptsetup_log_to(cd);
 	if ((r = crypt_header_restore(cd, CRYPT_LUKS, file)) < 0)
-		return fail(L, cd, "luks.header_restore", path, -r, "cannot restore the header");
+		return cryptsetup_fail(L, cd, "luks.header_restore", path, -r, "cannot restore the header");
 	crypt_free(cd);
 	return 0;
 }

@@ -9,16 +9,6 @@
 
 #include "internal.h"
 
-static const char *opt_string(lua_State *L, int idx, const char *k, size_t *len)
-{
-	const char *s;
-	lua_getfield(L, idx, k);
-	/* only a string: the options table keeps it alive while it is used */
-	s = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, len) : NULL;
-	lua_pop(L, 1);
-	return s;
-}
-
 /* The parameters of opts (checked by the Lua layer): {hash, salt (bytes),
  * data_block_size, hash_block_size, data_blocks, hash_offset (bytes),
  * superblock = bool}. */
@@ -26,9 +16,9 @@ static void params_of(lua_State *L, int idx, struct crypt_params_verity *p, cons
 {
 	size_t salt_size = 0;
 	memset(p, 0, sizeof *p);
-	if (!(p->hash_name = opt_string(L, idx, "hash", NULL)))
+	if (!(p->hash_name = opt_string_field(L, idx, "hash", NULL)))
 		p->hash_name = "sha256";	/* veritysetup's */
-	p->salt = opt_string(L, idx, "salt", &salt_size);
+	p->salt = opt_string_field(L, idx, "salt", &salt_size);
 	p->salt_size = (uint32_t)(p->salt ? salt_size : (size_t)opt_int_field(L, idx, "salt_size", 32));
 	p->data_device = data;
 	p->hash_type = 1;
@@ -38,17 +28,6 @@ static void params_of(lua_State *L, int idx, struct crypt_params_verity *p, cons
 	p->hash_area_offset = (uint64_t)opt_int_field(L, idx, "hash_offset", 0);
 	if (!opt_bool_field(L, idx, "superblock", 1))
 		p->flags |= CRYPT_VERITY_NO_HEADER;
-}
-
-static int fail(lua_State *L, struct crypt_device *cd, const char *op, const char *name, int err,
-                const char *what)
-{
-	const char *log = cryptsetup_log();
-	if (cd)
-		crypt_free(cd);
-	if (*log)
-		return raise_error(L, op, name, err, "%s: %s", what, log);
-	return raise_error(L, op, name, err, "%s", what);
 }
 
 /* Push the facts of a loaded or formatted verity context: {root (bytes),
@@ -96,13 +75,13 @@ static int l_format(lua_State *L)
 	p.flags |= CRYPT_VERITY_CREATE_HASH;
 	cryptsetup_log_reset();
 	if ((r = crypt_init(&cd, hash)) < 0)
-		return fail(L, NULL, "verity.format", hash, -r, "cannot open the hash device");
+		return cryptsetup_fail(L, NULL, "verity.format", hash, -r, "cannot open the hash device");
 	cryptsetup_log_to(cd);
-	r = crypt_format(cd, CRYPT_VERITY, NULL, NULL, opt_string(L, 3, "uuid", NULL), NULL, 0, &p);
+	r = crypt_format(cd, CRYPT_VERITY, NULL, NULL, opt_string_field(L, 3, "uuid", NULL), NULL, 0, &p);
 	if (r < 0)
-		return fail(L, cd, "verity.format", hash, -r, "cannot make the hash tree");
+		return cryptsetup_fail(L, cd, "verity.format", hash, -r, "cannot make the hash tree");
 	if ((r = crypt_volume_key_get(cd, CRYPT_ANY_SLOT, root, &root_size, NULL, 0)) < 0)
-		return fail(L, cd, "verity.format", hash, -r, "cannot read the root hash");
+		return cryptsetup_fail(L, cd, "verity.format", hash, -r, "cannot read the root hash");
 	push_facts(L, cd, root, root_size);
 	crypt_free(cd);
 	return 1;
@@ -125,23 +104,23 @@ static int l_open(lua_State *L)
 		p.flags |= CRYPT_VERITY_CHECK_HASH;
 	cryptsetup_log_reset();
 	if ((r = crypt_init(&cd, hash)) < 0)
-		return fail(L, NULL, op, name ? name : hash, -r, "cannot open the hash device");
+		return cryptsetup_fail(L, NULL, op, name ? name : hash, -r, "cannot open the hash device");
 	cryptsetup_log_to(cd);
 	/* without a superblock, the parameters are given as to a format that
 	 * writes nothing (as veritysetup --no-superblock does) */
 	r = p.flags & CRYPT_VERITY_NO_HEADER ? crypt_format(cd, CRYPT_VERITY, NULL, NULL, NULL, NULL, 0, &p)
 	                                     : crypt_load(cd, CRYPT_VERITY, &p);
 	if (r < 0)
-		return fail(L, cd, op, name ? name : hash, -r, "cannot read the verity parameters");
+		return cryptsetup_fail(L, cd, op, name ? name : hash, -r, "cannot read the verity parameters");
 	if ((r = crypt_set_data_device(cd, data)) < 0)
-		return fail(L, cd, op, name ? name : hash, -r, "cannot use the data device");
+		return cryptsetup_fail(L, cd, op, name ? name : hash, -r, "cannot use the data device");
 	r = crypt_activate_by_volume_key(cd, name, root, root_size, name ? CRYPT_ACTIVATE_READONLY : 0);
 	if (r == -EPERM)
-		return fail(L, cd, op, name ? name : hash, EPERM, "the data does not match the root hash");
+		return cryptsetup_fail(L, cd, op, name ? name : hash, EPERM, "the data does not match the root hash");
 	if (r == -EFAULT)	/* libcryptsetup's word for a tree whose top is not the root hash */
-		return fail(L, cd, op, name ? name : hash, EPERM, "the hash tree does not match the root hash");
+		return cryptsetup_fail(L, cd, op, name ? name : hash, EPERM, "the hash tree does not match the root hash");
 	if (r < 0)
-		return fail(L, cd, op, name ? name : hash, -r, name ? "cannot open the verity volume" : "cannot verify");
+		return cryptsetup_fail(L, cd, op, name ? name : hash, -r, name ? "cannot open the verity volume" : "cannot verify");
 	crypt_free(cd);
 	return 0;
 }
@@ -157,10 +136,10 @@ static int l_info(lua_State *L)
 	p.hash_area_offset = (uint64_t)luaL_optinteger(L, 2, 0);
 	cryptsetup_log_reset();
 	if ((r = crypt_init(&cd, hash)) < 0)
-		return fail(L, NULL, "verity.info", hash, -r, "cannot open the hash device");
+		return cryptsetup_fail(L, NULL, "verity.info", hash, -r, "cannot open the hash device");
 	cryptsetup_log_to(cd);
 	if ((r = crypt_load(cd, CRYPT_VERITY, &p)) < 0)
-		return fail(L, cd, "verity.info", hash, -r, "no verity superblock there");
+		return cryptsetup_fail(L, cd, "verity.info", hash, -r, "no verity superblock there");
 	push_facts(L, cd, NULL, 0);
 	crypt_free(cd);
 	return 1;

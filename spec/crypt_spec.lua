@@ -197,17 +197,7 @@ describe("crypt #kernel", function()
       io.read("l")                           -- wait while the test takes a core dump
     ]]):format(dir .. "/img", dir .. "/key", dir .. "/key"))
     f:close()
-    local cmd = ("mkfifo %s/in; (build/dmlua %s < %s/in > %s/out 2>&1 &) ; exec 3>%s/in; "
-                 .. "for i in $(seq 300); do grep -q ready %s/out 2>/dev/null && break; sleep 0.1; done; "
-                 .. "pid=$(pgrep -f 'dmlua %s'); gcore -o %s/core $pid >/dev/null 2>&1; echo $pid; exec 3>&-")
-                :format(dir, script, dir, dir, dir, dir, script, dir)
-    local pid = support.sh(cmd):match("(%d+)%s*$")
-    assert.truthy(pid, "the child ran: " .. tostring(support.read(dir .. "/out", 0, 4096)))
-    local core = io.open(dir .. "/core." .. pid, "rb")
-    assert.truthy(core, "gcore wrote a dump")
-    local dump = core:read("a")
-    core:close()
-    assert.truthy(#dump > 100000, "a real dump")
+    local dump = support.core_dump(dir, script)
     for i = 1, #hex - 7 do
       assert.is_nil(dump:find(hex:sub(i, i + 7), 1, true), "hex slice at " .. i)
     end

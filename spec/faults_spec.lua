@@ -107,6 +107,24 @@ describe("a fault at every kernel operation #kernel", function()
     assert.equal("under the first key", support.read(dev.path, 0, 19))
   end)
 
+  it("a stack with a LUKS member: apply and teardown; dm.luks open and close", function()
+    local l = support.loops(1, "32MiB")
+    local k = dm.key.random(32)
+    dm.luks.format(l, {passphrase = k, pbkdf = {type = "pbkdf2", iterations = 1000}})
+    local vault = dm.luks.open(l, "spf-open", {passphrase = k})
+    support.write(vault.path, 0, "sealed")
+    dm.luks.close(vault)
+    every_fault(function() return dm.luks.open(l, "spf-open", {passphrase = k}) end,
+                function() dm.luks.close("spf-open") end,
+                {check = function(d) assert.equal("sealed", support.read(d.path, 0, 6)) end})
+    local s = dm.stack {prefix = "spf", vault = dm.luks {l, passphrase = k}, top = dm.linear("vault", {length = 8})}
+    local f = every_fault(function() return s:apply() end, function(st) st:teardown() end,
+                          {check = function() assert.equal("sealed", support.read("/dev/mapper/spf-top", 0, 6)) end})
+    assert.is_true(f >= 2)
+    s:apply()
+    every_fault(function() s:teardown() end, function() s:apply() end, {resumable = true})
+  end)
+
   it("snapshot take and release", function()
     local l1, l3 = support.loops(2, "4MiB")
     local base = support.device("spf-base", dm.crypt {l1, key = dm.key.random(32), cipher = "aes-cbc-essiv:sha256"})

@@ -364,17 +364,7 @@ describe("luks #kernel", function()
       io.read("l")                           -- wait while the test takes a core dump
     ]]):format(dir .. "/pass", dir .. "/vk", dir .. "/pass", dir .. "/vk", l1.path, l1.path, l1.path, l1.path, l1.path))
     f:close()
-    local cmd = ("mkfifo %s/in; (build/dmlua %s < %s/in > %s/out 2>&1 &) ; exec 3>%s/in; "
-                 .. "for i in $(seq 600); do grep -q ready %s/out 2>/dev/null && break; sleep 0.1; done; "
-                 .. "pid=$(pgrep -f 'dmlua %s'); gcore -o %s/core $pid >/dev/null 2>&1; echo $pid; exec 3>&-")
-                :format(dir, script, dir, dir, dir, dir, script, dir)
-    local pid = support.sh(cmd):match("(%d+)%s*$")
-    assert.truthy(pid, "the child ran: " .. tostring(support.read(dir .. "/out", 0, 4096)))
-    local core = io.open(dir .. "/core." .. pid, "rb")
-    assert.truthy(core, "gcore wrote a dump")
-    local dump = core:read("a")
-    core:close()
-    assert.truthy(#dump > 100000, "a real dump")
+    local dump = support.core_dump(dir, script)
     for name, secret in pairs {pass = pass, vk = vk} do
       for _, form in ipairs {secret, hex(secret)} do
         for i = 1, #form - 7 do

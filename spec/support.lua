@@ -162,6 +162,24 @@ function support.fail_nth(n)
   end
 end
 
+--- A core dump of a child running `script` under dmlua, taken once the
+-- script writes "ready" to stdout (it then waits on stdin): the dump's bytes.
+-- dir is a scratch directory of the test (its FIFO, output and dump go there).
+function support.core_dump(dir, script)
+  local cmd = ("mkfifo %s/in; (build/dmlua %s < %s/in > %s/out 2>&1 &) ; exec 3>%s/in; "
+               .. "for i in $(seq 600); do grep -q ready %s/out 2>/dev/null && break; sleep 0.1; done; "
+               .. "pid=$(pgrep -f 'dmlua %s'); gcore -o %s/core $pid >/dev/null 2>&1; echo $pid; exec 3>&-")
+              :format(dir, script, dir, dir, dir, dir, script, dir)
+  local pid = support.sh(cmd):match("(%d+)%s*$")
+  assert.truthy(pid, "the child ran: " .. tostring(support.read(dir .. "/out", 0, 4096)))
+  local core = io.open(dir .. "/core." .. pid, "rb")
+  assert.truthy(core, "gcore wrote a dump")
+  local dump = core:read("a")
+  core:close()
+  assert.truthy(#dump > 100000, "a real dump")
+  return dump
+end
+
 --- Whether two values are deeply equal (a boolean, for specs that go on either way).
 function support.same(a, b)
   return require("luassert.util").deepcompare(a, b, true)

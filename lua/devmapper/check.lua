@@ -14,6 +14,29 @@ function check.fail(op, name, fmt, ...)
   core.error {op = op, name = name, errno = EINVAL, message = fmt:format(...)}
 end
 
+--- An options table (nil for none) whose keys are all in `known` (a set).
+-- @treturn table opts, or {} for nil
+function check.fields(op, opts, known)
+  if opts == nil then return {} end
+  if type(opts) ~= "table" then check.fail(op, nil, "options must be a table, got %s", type(opts)) end
+  for k in pairs(opts) do
+    if not known[k] then
+      local names = {}
+      for n, yes in pairs(known) do if yes then names[#names + 1] = n end end
+      table.sort(names)
+      check.fail(op, nil, "field '%s' is not an option (known: %s)", tostring(k), table.concat(names, ", "))
+    end
+  end
+  return opts
+end
+
+--- The path of a block device given as a path, a Loop or a Device.
+function check.device_path(op, field, dev)
+  if type(dev) == "table" and type(dev.path) == "string" then return dev.path end
+  if type(dev) == "string" and dev ~= "" then return dev end
+  check.fail(op, nil, "field '%s' must be a path, a Loop or a Device, got %s", field, type(dev))
+end
+
 -- While a target that holds secrets is read, no word of it is quoted.
 local redacting = 0
 

@@ -17,26 +17,8 @@ local target = require "devmapper.target"
 -- dm.luks {dev, passphrase = k} is a segment (targets/luks.lua): a stack member
 local luks = setmetatable({}, {__call = function(_, ...) return target.get("luks").builder(...) end})
 
-local function options(op, opts, known)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then check.fail(op, nil, "options must be a table, got %s", type(opts)) end
-  for k in pairs(opts) do
-    if not known[k] then
-      local names = {}
-      for n in pairs(known) do names[#names + 1] = n end
-      table.sort(names)
-      check.fail(op, nil, "field '%s' is not an option (known: %s)", tostring(k), table.concat(names, ", "))
-    end
-  end
-  return opts
-end
-
--- A block device given as a path, a Loop or a Device.
-local function path_of(op, dev)
-  if type(dev) == "table" and type(dev.path) == "string" then return dev.path end
-  if type(dev) == "string" and dev ~= "" then return dev end
-  check.fail(op, nil, "field 'device' must be a path, a Loop or a Device, got %s", type(dev))
-end
+local options = check.fields
+local function path_of(op, dev) return check.device_path(op, "device", dev) end
 
 local function a_key(op, name, v, what)
   if not key.is(v) then

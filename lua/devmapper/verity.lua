@@ -15,11 +15,7 @@ local target = require "devmapper.target"
 -- dm.verity {data, hash, root = hex} is a segment (targets/verity.lua)
 local verity = setmetatable({}, {__call = function(_, ...) return target.get("verity").builder(...) end})
 
-local function path_of(op, what, dev)
-  if type(dev) == "table" and type(dev.path) == "string" then return dev.path end
-  if type(dev) == "string" and dev ~= "" then return dev end
-  check.fail(op, nil, "field '%s' must be a path, a Loop or a Device, got %s", what, type(dev))
-end
+local path_of = check.device_path
 
 local function hex_bytes(op, name, v, max)
   if type(v) ~= "string" or #v == 0 or #v % 2 == 1 or #v > 2 * max or v:find("[^%x]") then
@@ -42,11 +38,7 @@ end
 local KNOWN = {hash = true, salt = true, data_block_size = true, hash_block_size = true, data_blocks = true,
                hash_offset = true, superblock = true, uuid = true}
 local function options(op, opts, known)
-  if opts == nil then return {} end
-  if type(opts) ~= "table" then check.fail(op, nil, "options must be a table, got %s", type(opts)) end
-  for k in pairs(opts) do
-    if not known[k] then check.fail(op, nil, "field '%s' is not an option", tostring(k)) end
-  end
+  opts = check.fields(op, opts, known)
   local o = {}
   if opts.hash ~= nil then
     if type(opts.hash) ~= "string" or not opts.hash:match("^[%w%-]+$") then
@@ -112,7 +104,7 @@ local function open_options(op, opts)
   if o.superblock ~= false then
     -- read from the superblock: a value given here would be ignored
     for _, f in ipairs {"hash", "salt", "data_block_size", "hash_block_size", "data_blocks"} do
-      if (opts or {})[f] ~= nil then
+      if o[f] ~= nil then
         check.fail(op, nil, "field '%s' comes from the superblock: give it only with superblock = false", f)
       end
     end
