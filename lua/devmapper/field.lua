@@ -90,7 +90,7 @@ field.sector = field.number {parser = "scanf", sectors = true}
 --- A device: "major:minor" or a path in text; a Loop, a Device, a path,
 -- "major:minor" or (in a stack) a member's name from Lua. Always formatted
 -- as major:minor, which is what the kernel prints.
-field.device = {}
+field.device = {device = true}
 
 function field.device.text(w)
   local ma, mi = w:match("^(%d+):(%d+)$")
@@ -118,6 +118,12 @@ function field.device.lua(v)
 end
 
 function field.device.format(v, ctx) return ctx.dev(v) end
+
+--- A device or "-" for none (dm-raid's metadata devices): nil from Lua is "-".
+field.device_or_none = {device = true}
+function field.device_or_none.text(w) if w == "-" then return w end return field.device.text(w) end
+function field.device_or_none.lua(v) if v == nil or v == "-" then return "-" end return field.device.lua(v) end
+function field.device_or_none.format(v, ctx) if v == "-" then return v end return ctx.dev(v) end
 
 --- A word of the kernel's choosing (a cipher, a policy name): any word
 -- without white space; the kernel gives the verdict.
@@ -148,6 +154,9 @@ end
 --   (the kernel takes flag names in any case; names with a value it matches
 --   with sscanf, so exactly), values = {name = kind of its value},
 --   omit = {name = value the kernel does not print},
+--   spaced = {name = n: its value is the n words after the name, not name:value;
+--     for n > 1 the value kind reads and formats a list of n words},
+--   always = true (the count is printed, and required, even when it is 0),
 --   max = the kernel's largest count, requires = {name = other name it needs}}
 function field.options(spec)
   local values = spec.values or {}
@@ -159,17 +168,24 @@ function field.options(spec)
     return n
   end
   local names = table.concat(spec.order, ", ")
-  local kind = {options = true, max = spec.max}
+  local spaced = spec.spaced or {}
+  local kind = {options = true, max = spec.max, always = spec.always}
   local function unknown(n) return ("unknown option %s (known: %s)"):format(check.quote(n), names) end
   -- one argument word into map m (given: the names seen), or the rule broken
-  local function add(m, given, w)
-    local name, value = w:match("^([^:]+):(.*)$")
+  local function add(m, given, w, value_words)
+    local name, value = w, value_words
+    if not spaced[canon(w)] then name, value = w:match("^([^:]+):(.*)$") end
     name = canon(name or w)
     if not known[name] then return unknown(name) end
+    if spaced[name] and not value_words then
+      return ("option '%s' takes its value as the next word%s, not %s:<value>"):format(name, spaced[name] > 1 and "s" or "", name)
+    end
     if given[name] then return ("option '%s' is given twice"):format(name) end
     given[name] = true
     local vk = values[name]
-    if vk and not value then return ("option '%s' needs a value (%s:<value>)"):format(name, name) end
+    if vk and not value then
+      return ("option '%s' needs a value (%s)"):format(name, spaced[name] and name .. " <value>" or name .. ":<value>")
+    end
     if not vk and value then return ("option '%s' takes no value"):format(name) end
     if vk then
       local v, why = vk.text(value)
@@ -185,10 +201,18 @@ function field.options(spec)
     end
   end
   function kind.text_list(words)
-    local m, given = {}, {}
-    for _, w in ipairs(words) do
-      local why = add(m, given, w)
+    local m, given, i = {}, {}, 1
+    while i <= #words do
+      local w = words[i]
+      local n = spaced[canon(w)]
+      local value
+      if n then
+        if #words - i < n then return nil, ("option '%s' needs %d word%s after it"):format(w, n, n == 1 and "" or "s") end
+        value = n == 1 and words[i + 1] or table.move(words, i + 1, i + n, 1, {})
+      end
+      local why = add(m, given, w, value)
       if why then return nil, why end
+      i = i + 1 + (n or 0)
     end
     local why = requires(m)
     if why then return nil, why end
@@ -238,7 +262,13 @@ function field.options(spec)
       if v == true then
         out[#out + 1] = n
       elseif v ~= nil and not (spec.omit and spec.omit[n] == v) then
-        out[#out + 1] = n .. ":" .. values[n].format(v)
+        local f = values[n].format(v)
+        if spaced[n] then
+          out[#out + 1] = n
+          for _, x in ipairs(type(f) == "table" and f or {f}) do out[#out + 1] = x end
+        else
+          out[#out + 1] = n .. ":" .. f
+        end
       end
     end
     return out

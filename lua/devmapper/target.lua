@@ -44,7 +44,8 @@ local COMMON = {length = true}
 
 --- Declare a target type; returns the declaration with its builder.
 -- decl = {type =, params = {{name, kind, default =}, {name, count = list},
---   {name, list = {{sub, kind}, ...}}, {name, field.options{...}}, {name, field.key, keyring = flag}},
+--   {name, list = {{sub, kind}, ...}}, {name, field.options{...}}, {name, field.key, keyring = flag},
+--   {name, kind, optional = true} (this and every later parameter may be left out)},
 --   extra = {other builder fields}, flags = {builder fields that are true or false},
 --   new = function(...) -> fields (builder arguments to fields; see target.fields),
 --   length = function(r, ctx) -> default length, areas = function(r) -> {{dev, start, len, field}},
@@ -155,10 +156,12 @@ local function checked(decl, s, fail)
     elseif not p.count then
       local v = s[name]
       if v == nil then v = p.default end
-      if v == nil and not kind.options then fail(name, "is required") end
-      local nv, why = kind.lua(v, name)
-      if nv == nil then fail(name, "%s", why) end
-      r[name] = nv
+      if v == nil and not kind.options and not p.optional then fail(name, "is required") end
+      if v ~= nil or kind.options then
+        local nv, why = kind.lua(v, name)
+        if nv == nil then fail(name, "%s", why) end
+        r[name] = nv
+      end
     end
   end
   return r
@@ -239,6 +242,7 @@ function target.read(decl, words, fail, masked)
   end
   for _, p in ipairs(decl.params) do
     local name, kind = p[1], p[2]
+    if p.optional and i > n then break end
     if p.count then
       counts[p.count] = read(name, kind)
     elseif p.list then
@@ -255,6 +259,7 @@ function target.read(decl, words, fail, masked)
       s[name] = items
     elseif kind.options then
       s[name] = {}
+      if kind.always and i > n then fail(name, "is missing its count: %s takes %s", type_name, target.form(decl)) end
       if i <= n then
         local c, why = field.number {parser = "scanf", bits = 32, max = kind.max}.text(words[i])
         if not c then word_fail(name, words[i], "count " .. why) end
@@ -284,7 +289,9 @@ function target.form(decl)
       for _, x in ipairs(p.list) do sub[#sub + 1] = "<" .. x[1] .. ">" end
       w[#w + 1] = "(" .. table.concat(sub, " ") .. ")..."
     elseif p[2].options then
-      w[#w + 1] = ("[<#%s> <%s>...]"):format(p[1], p[1])
+      w[#w + 1] = (p[2].always and "<#%s> [<%s>...]" or "[<#%s> <%s>...]"):format(p[1], p[1])
+    elseif p.optional then
+      w[#w + 1] = "[<" .. p[1] .. ">]"
     else
       w[#w + 1] = "<" .. (p.count and "#" .. p.count or p[1]) .. ">"
     end
@@ -351,9 +358,11 @@ local function format_params(decl, r, ctx, mode, out)
       for _, item in ipairs(r[name]) do
         for _, sub in ipairs(p.list) do add(sub[2].format(item[sub[1]], ctx)) end
       end
+    elseif p.optional and r[name] == nil then
+      break
     elseif kind.options then
       local o = kind.format_list(r[name])
-      if #o > 0 then
+      if #o > 0 or kind.always then
         add(tostring(#o))
         for _, x in ipairs(o) do add(x) end
       end
@@ -449,12 +458,13 @@ function Segment:devices()
   local decl = target.get(self.type)
   local out = {}
   for _, p in ipairs(decl and decl.params or {}) do
-    if p[2] == field.device then
-      out[#out + 1] = self[p[1]]
+    local function add(d) if d ~= nil and d ~= "-" then out[#out + 1] = d end end
+    if p[2] and p[2].device then
+      add(self[p[1]])
     elseif p.list then
       for _, sub in ipairs(p.list) do
-        if sub[2] == field.device then
-          for _, item in ipairs(self[p[1]] or {}) do out[#out + 1] = item[sub[1]] end
+        if sub[2].device then
+          for _, item in ipairs(self[p[1]] or {}) do add(item[sub[1]]) end
         end
       end
     end
