@@ -10,7 +10,16 @@ local scope = require "devmapper.scope"
 local device = {}
 
 local Device = {__name = "devmapper.Device"}
-Device.__index = Device
+
+-- Target messages as methods (pool:create_thin(1), raid:check()): a name a
+-- Device does not have, which some target declares in its `messages`.
+function Device.__index(_, k)
+  local m = Device[k]
+  if m == nil and type(k) == "string" and target.has_message(k) then
+    return function(self, ...) return device.send(self, k, ...) end
+  end
+  return m
+end
 
 local function wrap(name)
   return setmetatable({name = name, path = "/dev/mapper/" .. name}, Device)
@@ -265,6 +274,20 @@ end
 -- @tparam[opt=0] integer sector
 function Device:message(msg, sector)
   return kernel.call("dm_message", self.name, sector or 0, msg)
+end
+
+--- Send the message `name` of one of the device's live targets, as its
+-- declaration makes it from the arguments (checked before the kernel sees
+-- them); returns what the declaration returns.
+function device.send(self, name, ...)
+  local types = {}
+  for _, l in ipairs(kernel.call("dm_status", self.name)) do
+    local decl = target.get(l.type)
+    local fn = decl and decl.messages and decl.messages[name]
+    if fn then return fn(self, ...) end
+    types[#types + 1] = l.type
+  end
+  check.fail(name, self.name, "is not a message of its targets (%s)", table.concat(types, ", "))
 end
 
 --- The live table (or the inactive one with {inactive = true}), as a Table.

@@ -39,6 +39,24 @@ function target.get(type_name)
   return d or nil
 end
 
+-- Every target type with a declaration under targets/ (for looking up messages).
+target.TYPES = {
+  "linear", "striped", "zero", "error", "crypt", "luks", "verity",
+  "snapshot", "snapshot-origin", "snapshot-merge",
+}
+
+local message_names
+--- Whether some target declares a message (decl.messages) by this name.
+function target.has_message(name)
+  if not message_names then
+    message_names = {}
+    for _, t in ipairs(target.TYPES) do
+      for n in pairs(target.get(t).messages or {}) do message_names[n] = true end
+    end
+  end
+  return message_names[name] == true
+end
+
 -- Field names a builder takes besides the parameters.
 local COMMON = {length = true}
 
@@ -52,6 +70,8 @@ local COMMON = {length = true}
 --   block = function(r) -> a logical block size (bytes) the target imposes,
 --   check = function(r, ctx, fail), status = function(words) -> table,
 --   readonly = true (a device with it is made read-only, as the kernel requires),
+--   messages = {name = function(device, ...)}: target messages, as methods of a Device
+--     with such a target (checking the arguments, then device:message(text)),
 --   expand = function(seg, ctx, fail) -> the segment of another type it stands for (or nil: not yet),
 --   before_create = {when = f(seg), run = f(seg, ctx), show = f(seg, ctx) -> command line}}
 function target.define(decl)
