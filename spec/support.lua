@@ -185,6 +185,20 @@ function support.same(a, b)
   return require("luassert.util").deepcompare(a, b, true)
 end
 
+--- A resolution context over made-up devices (no kernel needed):
+-- {["7:0"] = {path =, major =, minor =, sectors =, logical_block_size =}, ...}.
+function support.fake(devs)
+  local ctx = {}
+  function ctx.facts(d)
+    local f = devs[type(d) == "table" and d.path or d]
+    if not f then error(require("devmapper.check").fail("table", nil, "unknown device " .. tostring(d)), 0) end
+    return f
+  end
+  function ctx.name(d) return (ctx.facts(d).path) end
+  function ctx.dev(d) local f = ctx.facts(d) return f.major .. ":" .. f.minor end
+  return ctx
+end
+
 --- Every device and its live table.
 function support.world()
   local w = {}

@@ -6,20 +6,7 @@ local target = require "devmapper.target"
 local support = require "spec.support"
 local refused = support.refused
 
--- A resolution context over made-up devices (no kernel needed).
-local function fake(devs)
-  local ctx = {}
-  function ctx.facts(d)
-    local f = devs[type(d) == "table" and d.path or d]
-    if not f then error(require("devmapper.check").fail("table", nil, "unknown device " .. tostring(d)), 0) end
-    return f
-  end
-  function ctx.name(d) return (ctx.facts(d).path) end
-  function ctx.dev(d) local f = ctx.facts(d) return f.major .. ":" .. f.minor end
-  return ctx
-end
-
-local devs = fake {
+local devs = support.fake {
   ["7:0"] = {path = "/dev/loop0", major = 7, minor = 0, sectors = 4096, logical_block_size = 512},
   ["7:1"] = {path = "/dev/loop1", major = 7, minor = 1, sectors = 4096, logical_block_size = 512},
   ["7:3"] = {path = "/dev/loop3", major = 7, minor = 3, sectors = 4096, logical_block_size = 4096},

@@ -157,6 +157,7 @@ end
 --   spaced = {name = n: its value is the n words after the name, not name:value;
 --     for n > 1 the value kind reads and formats a list of n words},
 --   always = true (the count is printed, and required, even when it is 0),
+--   printed = true (the count is printed even when it is 0, but may be left out),
 --   max = the kernel's largest count, requires = {name = other name it needs}}
 function field.options(spec)
   local values = spec.values or {}
@@ -169,7 +170,7 @@ function field.options(spec)
   end
   local names = table.concat(spec.order, ", ")
   local spaced = spec.spaced or {}
-  local kind = {options = true, max = spec.max, always = spec.always}
+  local kind = {options = true, max = spec.max, always = spec.always, printed = spec.always or spec.printed}
   local function unknown(n) return ("unknown option %s (known: %s)"):format(check.quote(n), names) end
   -- one argument word into map m (given: the names seen), or the rule broken
   local function add(m, given, w, value_words)

@@ -15,6 +15,7 @@ local dm = {
   luks = require "devmapper.luks",
   verity = require "devmapper.verity",
   snapshot = snapshot,
+  thin = require "devmapper.thin",
   origin = target.get("snapshot-origin").builder,
   stack = stack,
   cleanup = stack.cleanup,

@@ -142,6 +142,10 @@ local function resolve(t, ctx, op, name, strict, mode)
               s.start > start and "a gap" or "an overlap", math.abs(s.start - start))
     end
     local at = s.start or start
+    local decl = target.get(s.type)
+    if strict and decl and decl.alone and #t > 1 then
+      segfail("type", "%s must be the only segment of its table (the kernel's rule), and this table has %d", s.type, #t)
+    end
     -- a type that stands for another (luks) is shown as itself where it cannot be expanded
     local ok, seg = pcall(s.expanded, s, ctx, segfail)
     if not ok then
@@ -231,12 +235,14 @@ function Table.__eq(a, b) return a:compare_text() == b:compare_text() end
 --- Whether targets resolved for the kernel (Table:targets) are what the
 -- kernel holds (core.dm_table with {keys = true}), compared as the kernel
 -- prints them: the module formats exactly that text, so no parsing is needed.
--- Keys compare by value (never as text).
+-- Keys compare by value (never as text). Some targets end their text with
+-- a blank (thin-pool's "0 "), which is no part of a parameter.
 function M.same_targets(mine, live)
   if #mine ~= #live then return false end
   for i, a in ipairs(mine) do
     local b = live[i]
-    if a.start ~= b.start or a.length ~= b.length or a.type ~= b.type or a.params ~= b.params or a.key ~= b.key then
+    if a.start ~= b.start or a.length ~= b.length or a.type ~= b.type or a.params ~= b.params:gsub("%s+$", "")
+       or a.key ~= b.key then
       return false
     end
   end

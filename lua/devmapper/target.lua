@@ -43,6 +43,7 @@ end
 target.TYPES = {
   "linear", "striped", "zero", "error", "crypt", "luks", "verity",
   "snapshot", "snapshot-origin", "snapshot-merge",
+  "thin-pool", "thin",
 }
 
 local message_names
@@ -70,6 +71,7 @@ local COMMON = {length = true}
 --   block = function(r) -> a logical block size (bytes) the target imposes,
 --   check = function(r, ctx, fail), status = function(words) -> table,
 --   readonly = true (a device with it is made read-only, as the kernel requires),
+--   alone = true (the kernel takes it only as the one segment of a table),
 --   messages = {name = function(device, ...)}: target messages, as methods of a Device
 --     with such a target (checking the arguments, then device:message(text)),
 --   expand = function(seg, ctx, fail) -> the segment of another type it stands for (or nil: not yet),
@@ -382,7 +384,7 @@ local function format_params(decl, r, ctx, mode, out)
       break
     elseif kind.options then
       local o = kind.format_list(r[name])
-      if #o > 0 or kind.always then
+      if #o > 0 or kind.printed then
         add(tostring(#o))
         for _, x in ipairs(o) do add(x) end
       end
