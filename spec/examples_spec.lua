@@ -60,6 +60,19 @@ describe("article examples #kernel", function()
     end
   end)
 
+  it("thin.lua makes a pool, volumes larger than it and a snapshot chain, and leaves nothing", function()
+    local dir = support.tmpdir()
+    local out, code = support.sh("build/dmlua examples/thin.lua " .. dir)
+    assert.equal(0, code, out)
+    for _, line in ipairs {"three volumes of 2304 MiB in all, on a pool of 64 MiB", "home:        wednesday",
+                           "monday:      monday", "tuesday:     tuesday", "monday copy: monday", "left behind: 0 devices"} do
+      assert.matches(line, out, 1, true)
+    end
+    assert.matches("pool:        data %d+/1024 blocks, metadata %d+/%d+ blocks, rw", out)
+    assert.same({}, support.names())
+    assert.same({}, dm.loop.find(dir .. "/thin-data.img"))
+  end)
+
   it("luks.lua formats, opens, mounts, reopens with a second passphrase, and leaves nothing", function()
     local dir = support.tmpdir()
     local out, code = support.sh("build/dmlua examples/luks.lua " .. dir)

@@ -172,6 +172,26 @@ describe("a fault at every kernel operation #kernel", function()
     ov:discard()
   end)
 
+  it("thin: a volume, a snapshot of it, a thin stack", function()
+    local m, d = support.loops(2, "8MiB")
+    local pool = dm.thin.pool {name = "spf-pool", metadata = m, data = d}
+    support.defer(function() pcall(pool.remove, pool) end)
+    local vol
+    every_fault(function() return pool:volume("spf-vol", "4MiB") end, function(v) v:delete() end)
+    vol = pool:volume("spf-vol", "4MiB")
+    support.write(vol.path, 0, "origin")
+    every_fault(function() return vol:snapshot("spf-snap") end, function(sn) sn:delete() end,
+                {check = function(sn) assert.equal("origin", support.read(sn.path, 0, 6)) end})
+    vol:delete()
+    pool:remove()
+    local s = dm.stack {prefix = "spf", pool = dm.thin_pool {metadata = m, data = d},
+                        vol = dm.thin {"pool", id = 3, length = "4MiB"}}
+    every_fault(function() return s:apply() end, function(st) st:teardown() end)
+    s:apply()
+    every_fault(function() s:teardown() end, function() s:apply() end, {resumable = true})
+    s:teardown()
+  end)
+
   it("stack apply, re-apply with changes, teardown", function()
     local l1, l2 = support.loops(2, "4MiB")
     local function def(key, off)
