@@ -131,7 +131,8 @@ static int skip_bytes(int fd, off_t offset)
 /*
  * Read up to want bytes into k, growing it from a page (or the file's
  * size); with newline set, one byte at a time so that nothing after the
- * newline is consumed. 0, or -1 with errno set.
+ * newline is consumed. 0, 1 when a newline ended the input, or -1 with
+ * errno set.
  */
 static int read_bytes(struct key *k, int fd, size_t want, int newline)
 {
@@ -153,7 +154,7 @@ static int read_bytes(struct key *k, int fd, size_t want, int newline)
 			break;
 		if (newline && k->bytes[k->size] == '\n') {
 			k->bytes[k->size] = 0;
-			break;
+			return 1;
 		}
 		k->size += (size_t)got;
 	}
@@ -165,7 +166,7 @@ static int read_bytes(struct key *k, int fd, size_t want, int newline)
  * A terminal gives one line, echo off. Otherwise, with newline set (stdin
  * by default), input ends at the first newline; without it (key files) every
  * byte counts. size > 0: exactly that many bytes, else all up to max.
- * Empty or over-max input is refused.
+ * Empty or over-max input is refused; an empty line is an empty passphrase.
  */
 static int l_read(lua_State *L)
 {
@@ -205,9 +206,10 @@ static int l_read(lua_State *L)
 		close(fd);
 	if (r < 0)
 		return read_failed(L, k, "key.read", name, err, max);
-	if (k->size == 0) {
+	/* an empty line is an empty passphrase, as cryptsetup takes it; no input at all is refused */
+	if (k->size == 0 && r != 1) {
 		key_release(k);
-		return raise_error(L, "key.read", name, EINVAL, "empty input refused");
+		return raise_error(L, "key.read", name, EINVAL, "nothing to read (empty input refused)");
 	}
 	if (!size && k->size > max)
 		return read_failed(L, k, "key.read", name, EMSGSIZE, max);

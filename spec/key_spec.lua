@@ -258,6 +258,14 @@ describe("dm.key.read", function()
     out = support.sh(("head -c 10000 /dev/zero | tr '\\0' x | %s -e '%s'")
                      :format(lua_cmd(), [[io.write(#require("devmapper").key.read("-", {newline = false}))]]))
     assert.equal("10000", out)
+    -- an empty line is an empty passphrase: `printf '\n' | cryptsetup open --type plain --hash sha256
+    -- --key-size 256` put this key (sha256 of nothing) in the table, in the sandbox; no input at all
+    -- it refused ("Nothing to read on input"), as here
+    local plain = [[local dm = require("devmapper") io.write(dm.key.plain(dm.key.read("-"), {hash = "sha256", size = 32}):hex())]]
+    out = support.sh(("printf '\\n' | %s -e '%s'"):format(lua_cmd(), plain))
+    assert.equal("e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855", out)
+    out = support.sh(("printf '' | %s -e '%s'"):format(lua_cmd(), plain))
+    assert.matches("nothing to read (empty input refused)", out, 1, true)
   end)
 
   it("reads a key file whole even when stdin is closed and the file opens as fd 0", function()
@@ -278,7 +286,7 @@ describe("dm.key.read", function()
 
   it("refuses empty and oversized input, and a missing file", function()
     local dir = support.tmpdir()
-    refused(function() dm.key.read(file(dir, "empty", "")) end, "empty input refused")
+    refused(function() dm.key.read(file(dir, "empty", "")) end, "nothing to read (empty input refused)")
     refused(function() dm.key.read(file(dir, "big", ("x"):rep(9)), {max = 8}) end,
             "input longer than the maximum of 8 bytes")
     assert.equal(8, #dm.key.read(file(dir, "fits", ("x"):rep(8)), {max = 8}))
