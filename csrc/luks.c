@@ -235,7 +235,7 @@ static void set_int(lua_State *L, const char *k, lua_Integer v)
 
 /* core.luks_info(path) -> the header's facts: {version, uuid, label,
  * subsystem, cipher, mode, key_size, sector_size, data_offset, keyslots =
- * {{slot, state, pbkdf?, ...}, ...}}. */
+ * {{slot, state, pbkdf?, ...}, ...}, tokens = {{token, type, json}, ...}}. */
 static int l_info(lua_State *L)
 {
 	static const char *states[] = {"inactive", "active", "active", "unbound"};
@@ -274,6 +274,23 @@ static int l_info(lua_State *L)
 		lua_rawseti(L, -2, ++n);
 	}
 	lua_setfield(L, -2, "keyslots");
+	/* LUKS2 tokens: {{token, type, json (its definition, as luksDump shows it)}, ...} */
+	lua_newtable(L);
+	n = 0;
+	max = strcmp(type, CRYPT_LUKS2) == 0 ? crypt_token_max(type) : 0;
+	for (slot = 0; slot < max; slot++) {
+		const char *ttype = NULL, *json = NULL;
+		crypt_token_info st = crypt_token_status(cd, slot, &ttype);
+		if (st <= CRYPT_TOKEN_INACTIVE)
+			continue;
+		lua_createtable(L, 0, 3);
+		set_int(L, "token", slot);
+		set_string(L, "type", ttype);
+		if (crypt_token_json_get(cd, slot, &json) >= 0)
+			set_string(L, "json", json);
+		lua_rawseti(L, -2, ++n);
+	}
+	lua_setfield(L, -2, "tokens");
 	crypt_free(cd);
 	return 1;
 }

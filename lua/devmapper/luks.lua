@@ -196,7 +196,8 @@ function luks.is_luks(dev) return kernel.call("luks_is", path_of("luks.is_luks",
 
 --- The header's facts (cryptsetup luksDump): {version, uuid, label, subsystem,
 -- cipher, mode, key_size (bytes), sector_size, data_offset (sectors),
--- keyslots = {{slot, state, pbkdf, hash, iterations, memory, parallel}, ...}}.
+-- keyslots = {{slot, state, pbkdf, hash, iterations, memory, parallel}, ...},
+-- tokens = {{token, type, json (the token's definition)}, ...} (LUKS2)}.
 function luks.info(dev) return kernel.call("luks_info", path_of("luks.info", dev)) end
 
 --- Add a key slot that opens with `new` (cryptsetup luksAddKey).
