@@ -23,7 +23,7 @@ KERNEL_LANES = "kernel lane (sandbox VM, no udev)" "build/dmlua --sandbox /usr/b
 endif
 
 # Debian packages needed to build, test and run the sandbox.
-DEBS = gcc make pkg-config lua5.4 liblua5.4-dev libdevmapper-dev libssl-dev libcryptsetup-dev \
+DEBS = gcc make pkg-config lua5.4 liblua5.4-dev libdevmapper-dev libssl-dev libcryptsetup-dev libreadline-dev \
        lua-busted qemu-system-x86 linux-image-amd64 busybox-static \
        dmsetup cryptsetup-bin keyutils gdb udev strace
 
@@ -37,15 +37,18 @@ build/embedded.c: csrc/embed.lua $(LUASRC)
 	@mkdir -p $(@D)
 	lua5.4 csrc/embed.lua $(LUASRC) > $@
 
+# dmlua's interactive mode edits lines and keeps history with readline, as lua5.4 does
+DMLUA_FLAGS = -DDMLUA_READLINE -lreadline
+
 build/dmlua: csrc/dmlua.c build/embedded.c $(CORE) csrc/internal.h csrc/devmapper.h
-	$(CC) $(CFLAGS) -Icsrc -o $@ csrc/dmlua.c build/embedded.c $(CORE) $(LDLIBS) -Wl,-E
+	$(CC) $(CFLAGS) -Icsrc -o $@ csrc/dmlua.c build/embedded.c $(CORE) $(LDLIBS) $(DMLUA_FLAGS) -Wl,-E
 
 # The same interpreter built with AddressSanitizer and UBSan, for the fuzzer.
 SANITIZE = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
 build/asan/dmlua: csrc/dmlua.c build/embedded.c $(CORE) csrc/internal.h csrc/devmapper.h
 	@mkdir -p $(@D)
 	$(CC) $(SANITIZE) -std=gnu11 -Wall -Wextra $(shell pkg-config --cflags $(PKGS)) -Icsrc -o $@ \
-	  csrc/dmlua.c build/embedded.c $(CORE) $(LDLIBS) -Wl,-E
+	  csrc/dmlua.c build/embedded.c $(CORE) $(LDLIBS) $(DMLUA_FLAGS) -Wl,-E
 
 # Installs whatever Debian package is missing (needs root and apt-get).
 deps:

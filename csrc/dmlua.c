@@ -1,6 +1,7 @@
 /*
  * dmlua: a Lua 5.4 interpreter with lua-devmapper built in. Its command line
- * is lua5.4's, plus --trace, --dry-run and --sandbox.
+ * is lua5.4's, read in the same order as Lua's own lua.c reads it, plus
+ * --trace, --dry-run, --sandbox, --udev, --help and --version.
  */
 #include <errno.h>
 #include <limits.h>
@@ -95,10 +96,16 @@ static void signal_status(void)
 	}
 }
 
-static void usage(void)
+#if defined(DMLUA_READLINE)
+#include <readline/readline.h>
+#include <readline/history.h>
+#endif
+
+static void usage_text(FILE *f)
 {
-	fprintf(stderr,
+	fprintf(f,
 	        "usage: %s [options] [script [args]]\n"
+	        "Available options are:\n"
 	        "  -e stat   execute string 'stat'\n"
 	        "  -i        enter interactive mode after executing 'script'\n"
 	        "  -l mod    require library 'mod' into global 'mod'\n"
@@ -106,36 +113,59 @@ static void usage(void)
 	        "  -v        show version information\n"
 	        "  -E        ignore environment variables\n"
 	        "  -W        turn warnings on\n"
+	        "  --        stop handling options\n"
+	        "  -         stop handling options and execute stdin\n"
+	        "lua-devmapper's own:\n"
 	        "  --trace   print each kernel operation as a dmsetup/losetup command\n"
 	        "  --dry-run perform no kernel operation, print what would be done\n"
 	        "  --sandbox run in a throwaway VM with a real device-mapper kernel\n"
 	        "  --udev    with --sandbox: run systemd-udevd in the VM, as on a real machine\n"
-	        "  --        stop handling options\n"
-	        "  -         stop handling options and execute stdin\n",
+	        "  --help    show this and exit\n"
+	        "  --version show the versions of Lua, lua-devmapper and the kernel's driver, and exit\n",
 	        progname);
+	fflush(f);
 }
 
-static int msghandler(lua_State *L)
+/* Why the command line was refused, then the usage, as lua5.4 does. */
+static void print_usage(const char *bad)
 {
-	const char *msg = lua_tostring(L, 1);
-	if (msg == NULL) {
-		if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
-			msg = lua_tostring(L, -1);
-		else
-			msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
-	}
-	luaL_traceback(L, L, msg, 1);
-	return 1;
+	if (bad[1] == 'e' || bad[1] == 'l')
+		fprintf(stderr, "%s: '%s' needs argument\n", progname, bad);
+	else
+		fprintf(stderr, "%s: unrecognized option '%s'\n", progname, bad);
+	usage_text(stderr);
+}
+
+/* An error line; pname is NULL in interactive mode. */
+static void l_message(const char *pname, const char *msg)
+{
+	if (pname)
+		fprintf(stderr, "%s: ", pname);
+	fprintf(stderr, "%s\n", msg);
+	fflush(stderr);
 }
 
 static int report(lua_State *L, int status)
 {
 	if (status != LUA_OK) {
-		fprintf(stderr, "%s: %s\n", progname, lua_tostring(L, -1));
-		fflush(stderr);
+		l_message(progname, lua_tostring(L, -1));
 		lua_pop(L, 1);
 	}
 	return status;
+}
+
+/* A string error gets a traceback; an object with __tostring is its own
+ * message (the module's error objects say what failed and why). */
+static int msghandler(lua_State *L)
+{
+	const char *msg = lua_tostring(L, 1);
+	if (msg == NULL) {
+		if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
+			return 1;
+		msg = lua_pushfstring(L, "(error object is a %s value)", luaL_typename(L, 1));
+	}
+	luaL_traceback(L, L, msg, 1);
+	return 1;
 }
 
 static int docall(lua_State *L, int narg, int nres)
@@ -152,6 +182,12 @@ static int docall(lua_State *L, int narg, int nres)
 	return status;
 }
 
+static void print_version(void)
+{
+	printf("%s (lua-devmapper)\n", LUA_COPYRIGHT);
+	fflush(stdout);
+}
+
 static int dochunk(lua_State *L, int status)
 {
 	if (status == LUA_OK)
@@ -159,31 +195,33 @@ static int dochunk(lua_State *L, int status)
 	return report(L, status);
 }
 
-static int dorequire(lua_State *L, const char *spec)
+static int dostring(lua_State *L, const char *s, const char *name)
+{
+	return dochunk(L, luaL_loadbuffer(L, s, strlen(s), name));
+}
+
+/* -l mod or -l g=mod: global g (or mod) = require(mod) */
+static int dolibrary(lua_State *L, const char *spec)
 {
 	const char *eq = strchr(spec, '=');
-	const char *mod = eq ? eq + 1 : spec;
 	int status;
 	lua_getglobal(L, "require");
-	lua_pushstring(L, mod);
+	lua_pushstring(L, eq ? eq + 1 : spec);
 	status = docall(L, 1, 1);
 	if (status == LUA_OK) {
-		if (eq)
-			lua_pushlstring(L, spec, eq - spec);
-		else
-			lua_pushstring(L, mod);
-		lua_insert(L, -2); /* name below the module */
+		lua_pushlstring(L, spec, eq ? (size_t)(eq - spec) : strlen(spec));
+		lua_insert(L, -2);
 		lua_setglobal(L, lua_tostring(L, -2));
 		lua_pop(L, 1);
 	}
 	return report(L, status);
 }
 
-/* arg = {[-n]=interpreter and options, [0]=script, [1..]=script args} */
+/* arg = {[-n] = the interpreter and its options, [0] = the script, [1..] = its arguments} */
 static void createargtable(lua_State *L, char **argv, int argc, int script)
 {
 	int i;
-	if (script == argc) /* no script: arg[0] is the interpreter */
+	if (script == argc)	/* no script: arg[0] is the interpreter */
 		script = 0;
 	lua_createtable(L, argc - script - 1, script + 1);
 	for (i = 0; i < argc; i++) {
@@ -196,7 +234,8 @@ static void createargtable(lua_State *L, char **argv, int argc, int script)
 static int pushargs(lua_State *L)
 {
 	int i, n;
-	lua_getglobal(L, "arg");
+	if (lua_getglobal(L, "arg") != LUA_TTABLE)
+		luaL_error(L, "'arg' is not a table");
 	n = (int)luaL_len(L, -1);
 	luaL_checkstack(L, n + 3, "too many arguments to script");
 	for (i = 1; i <= n; i++)
@@ -205,47 +244,163 @@ static int pushargs(lua_State *L)
 	return n;
 }
 
-static int runscript(lua_State *L, const char *fname)
+/* The script at argv[0]; "-" is stdin, unless "--" came just before it. */
+static int handle_script(lua_State *L, char **argv)
 {
-	int status, n;
-	if (strcmp(fname, "-") == 0)
+	const char *fname = argv[0];
+	int status;
+	if (strcmp(fname, "-") == 0 && strcmp(argv[-1], "--") != 0)
 		fname = NULL;
 	status = luaL_loadfile(L, fname);
 	if (status == LUA_OK) {
-		n = pushargs(L);
+		int n = pushargs(L);
 		status = docall(L, n, LUA_MULTRET);
 	}
 	return report(L, status);
 }
 
+/* The interactive loop: a line is tried as an expression ("return <line>;"),
+ * then as statements, reading more lines while the chunk is incomplete. */
+#define MAXINPUT 512
+
+#if defined(DMLUA_READLINE)
+static int readline_into(char **b, const char *prompt) { return (*b = readline(prompt)) != NULL; }
+static void saveline(const char *line) { add_history(line); }
+static void freeline(char *b) { free(b); }
+#else
+static int readline_into(char **b, const char *prompt)
+{
+	fputs(prompt, stdout);
+	fflush(stdout);
+	return fgets(*b, MAXINPUT, stdin) != NULL;
+}
+static void saveline(const char *line) { (void)line; }
+static void freeline(char *b) { (void)b; }
+#endif
+
+static const char *get_prompt(lua_State *L, int firstline)
+{
+	if (lua_getglobal(L, firstline ? "_PROMPT" : "_PROMPT2") == LUA_TNIL)
+		return firstline ? "> " : ">> ";
+	{
+		const char *p = luaL_tolstring(L, -1, NULL);
+		lua_remove(L, -2);
+		return p;
+	}
+}
+
+/* A syntax error that ends at "<eof>": the chunk goes on in the next line. */
+static int incomplete(lua_State *L, int status)
+{
+	static const char mark[] = "<eof>";
+	size_t len, mlen = sizeof mark - 1;
+	const char *msg;
+	if (status != LUA_ERRSYNTAX)
+		return 0;
+	msg = lua_tolstring(L, -1, &len);
+	if (len < mlen || strcmp(msg + len - mlen, mark) != 0)
+		return 0;
+	lua_pop(L, 1);
+	return 1;
+}
+
+static int pushline(lua_State *L, int firstline)
+{
+	char buffer[MAXINPUT];
+	char *b = buffer;
+	size_t len;
+	const char *prompt = get_prompt(L, firstline);
+	int got = readline_into(&b, prompt);
+	lua_pop(L, 1);
+	if (!got)
+		return 0;
+	len = strlen(b);
+	if (len > 0 && b[len - 1] == '\n')
+		b[--len] = '\0';
+	if (firstline && b[0] == '=')	/* "=x" is "return x", as in Lua 5.2 */
+		lua_pushfstring(L, "return %s", b + 1);
+	else
+		lua_pushlstring(L, b, len);
+	freeline(b);
+	return 1;
+}
+
+static int addreturn(lua_State *L)
+{
+	const char *line = lua_tostring(L, -1);
+	const char *expr = lua_pushfstring(L, "return %s;", line);
+	int status = luaL_loadbuffer(L, expr, strlen(expr), "=stdin");
+	if (status == LUA_OK) {
+		lua_remove(L, -2);
+		if (line[0] != '\0')
+			saveline(line);
+	} else
+		lua_pop(L, 2);
+	return status;
+}
+
+static int multiline(lua_State *L)
+{
+	for (;;) {
+		size_t len;
+		const char *chunk = lua_tolstring(L, 1, &len);
+		int status = luaL_loadbuffer(L, chunk, len, "=stdin");
+		if (!incomplete(L, status)) {
+			saveline(chunk);
+			return status;
+		}
+		if (!pushline(L, 0)) {	/* the input ended inside the chunk: its syntax error */
+			saveline(chunk);
+			return luaL_loadbuffer(L, chunk, len, "=stdin");
+		}
+		lua_pushliteral(L, "\n");
+		lua_insert(L, -2);
+		lua_concat(L, 3);
+	}
+}
+
+/* One statement or expression, compiled; -1 at the end of input. */
+static int loadline(lua_State *L)
+{
+	int status;
+	lua_settop(L, 0);
+	if (!pushline(L, 1))
+		return -1;
+	if ((status = addreturn(L)) != LUA_OK)
+		status = multiline(L);
+	lua_remove(L, 1);
+	return status;
+}
+
+static void print_results(lua_State *L)
+{
+	int n = lua_gettop(L);
+	if (n == 0)
+		return;
+	luaL_checkstack(L, LUA_MINSTACK, "too many results to print");
+	lua_getglobal(L, "print");
+	lua_insert(L, 1);
+	if (lua_pcall(L, n, 0, 0) != LUA_OK)
+		l_message(progname, lua_pushfstring(L, "error calling 'print' (%s)", lua_tostring(L, -1)));
+}
+
 static void repl(lua_State *L)
 {
-	char line[4096];
-	for (;;) {
-		int status;
-		fputs("> ", stdout);
-		fflush(stdout);
-		if (!fgets(line, sizeof line, stdin))
-			break;
-		lua_pushfstring(L, "return %s", line);
-		status = luaL_loadbuffer(L, lua_tostring(L, -1), lua_rawlen(L, -1), "=stdin");
-		lua_remove(L, -2);
-		if (status != LUA_OK) {
-			lua_pop(L, 1);
-			status = luaL_loadbuffer(L, line, strlen(line), "=stdin");
-		}
+	const char *name = progname;
+	int status;
+	progname = NULL;	/* errors in interactive mode carry no program name */
+	while ((status = loadline(L)) != -1) {
 		if (status == LUA_OK)
 			status = docall(L, 0, LUA_MULTRET);
-		if (status == LUA_OK && lua_gettop(L) > 0) {
-			lua_getglobal(L, "print");
-			lua_insert(L, 1);
-			if (lua_pcall(L, lua_gettop(L) - 1, 0, 0) != LUA_OK)
-				report(L, LUA_ERRRUN);
-		} else
+		if (status == LUA_OK)
+			print_results(L);
+		else
 			report(L, status);
-		lua_settop(L, 0);
 	}
+	lua_settop(L, 0);
 	fputc('\n', stdout);
+	fflush(stdout);
+	progname = name;
 }
 
 static int handle_luainit(lua_State *L)
@@ -260,7 +415,7 @@ static int handle_luainit(lua_State *L)
 		return LUA_OK;
 	if (init[0] == '@')
 		return dochunk(L, luaL_loadfile(L, init + 1));
-	return dochunk(L, luaL_loadbuffer(L, init, strlen(init), name));
+	return dostring(L, init, name);
 }
 
 /* --sandbox: run this same dmlua, with the other arguments, in the VM. */
@@ -291,61 +446,110 @@ static int sandbox(lua_State *L, char **argv, int argc, int first)
 	return (int)lua_tointeger(L, -1);
 }
 
-struct opts {
-	int script, interactive, version, noenv, warn, sandbox, udev, exec_stdin;
-};
-
-/* Checks the options; returns the index of the script (or argc), -1 on error. */
-static int collect(char **argv, int argc, struct opts *o)
+/* --version: Lua's, the module's and the kernel driver's (or why it is not there). */
+static int show_versions(lua_State *L)
 {
-	int i;
-	for (i = 1; i < argc; i++) {
+	print_version();
+	lua_getglobal(L, "require");
+	lua_pushliteral(L, "devmapper");
+	if (report(L, docall(L, 1, 1)) != LUA_OK)
+		return 1;
+	lua_getfield(L, -1, "_VERSION");
+	printf("%s\n", lua_tostring(L, -1));
+	lua_pop(L, 1);
+	lua_getfield(L, -1, "version");
+	if (docall(L, 0, 1) == LUA_OK)
+		printf("device-mapper driver %s\n", lua_tostring(L, -1));
+	else
+		printf("device-mapper driver: not available here (%s)\n", lua_tostring(L, -1));
+	fflush(stdout);
+	return 0;
+}
+
+enum { HAS_ERROR = 1, HAS_I = 2, HAS_V = 4, HAS_E = 8, HAS_CAPITAL_E = 16, HAS_W = 32,
+       HAS_SANDBOX = 64, HAS_UDEV = 128, HAS_HELP = 256, HAS_VERSION = 512 };
+
+/* The options, as lua5.4 reads them, plus dmlua's long ones. Returns the
+ * flags; *first is the script's index (argc if none), or the bad option's. */
+static int collectargs(char **argv, int *first)
+{
+	int args = 0, i;
+	for (i = 1; argv[i] != NULL; i++) {
 		const char *a = argv[i];
+		*first = i;
 		if (a[0] != '-')
-			return i;
-		if (strcmp(a, "--") == 0)
-			return i + 1;
-		if (strcmp(a, "-") == 0)
-			return o->exec_stdin = 1, i;
+			return args;
 		if (strcmp(a, "--trace") == 0)
 			setenv("DMLUA_TRACE", "1", 1);
 		else if (strcmp(a, "--dry-run") == 0)
 			setenv("DMLUA_DRY_RUN", "1", 1);
 		else if (strcmp(a, "--sandbox") == 0)
-			o->sandbox = 1;
+			args |= HAS_SANDBOX;
 		else if (strcmp(a, "--udev") == 0)
-			o->udev = 1;
-		else if (strcmp(a, "-i") == 0)
-			o->interactive = o->version = 1;
-		else if (strcmp(a, "-v") == 0)
-			o->version = 1;
-		else if (strcmp(a, "-E") == 0)
-			o->noenv = 1;
-		else if (strcmp(a, "-W") == 0)
-			o->warn = 1;
-		else if ((strncmp(a, "-e", 2) == 0 || strncmp(a, "-l", 2) == 0)) {
-			if (a[2] == '\0' && ++i >= argc)
-				return -1;
-		} else
-			return -1;
+			args |= HAS_UDEV;
+		else if (strcmp(a, "--help") == 0)
+			return args | HAS_HELP;
+		else if (strcmp(a, "--version") == 0)
+			return args | HAS_VERSION;
+		else switch (a[1]) {
+		case '-':	/* "--" ends the options; "--x" is unknown */
+			if (a[2] != '\0')
+				return HAS_ERROR;
+			*first = i + 1;
+			return args;
+		case '\0':	/* "-": the script is stdin */
+			return args;
+		case 'E':
+			if (a[2] != '\0')
+				return HAS_ERROR;
+			args |= HAS_CAPITAL_E;
+			break;
+		case 'W':
+			if (a[2] != '\0')
+				return HAS_ERROR;
+			args |= HAS_W;
+			break;
+		case 'i':
+			if (a[2] != '\0')
+				return HAS_ERROR;
+			args |= HAS_I | HAS_V;
+			break;
+		case 'v':
+			if (a[2] != '\0')
+				return HAS_ERROR;
+			args |= HAS_V;
+			break;
+		case 'e':
+			args |= HAS_E;
+			/* fall through - both need an argument */
+		case 'l':
+			if (a[2] == '\0') {
+				i++;
+				if (argv[i] == NULL || argv[i][0] == '-')
+					return HAS_ERROR;	/* *first is the option */
+			}
+			break;
+		default:
+			return HAS_ERROR;
+		}
 	}
-	return i;
+	*first = i;
+	return args;
 }
 
-/* Runs -e and -l in order. */
+/* -e, -l and -W, in the order given. */
 static int runargs(lua_State *L, char **argv, int n)
 {
 	int i;
 	for (i = 1; i < n; i++) {
-		const char *a = argv[i], *v;
-		if (a[0] != '-' || (a[1] != 'e' && a[1] != 'l'))
-			continue;
-		v = a[2] ? a + 2 : argv[++i];
-		if (a[1] == 'e') {
-			if (dochunk(L, luaL_loadbuffer(L, v, strlen(v), "=(command line)")) != LUA_OK)
+		int option = argv[i][1];
+		if (option == 'e' || option == 'l') {
+			const char *extra = argv[i][2] ? argv[i] + 2 : argv[++i];
+			int status = option == 'e' ? dostring(L, extra, "=(command line)") : dolibrary(L, extra);
+			if (status != LUA_OK)
 				return 0;
-		} else if (dorequire(L, v) != LUA_OK)
-			return 0;
+		} else if (option == 'W' && argv[i][2] == '\0')
+			lua_warning(L, "@on", 0);
 	}
 	return 1;
 }
@@ -354,14 +558,25 @@ static int pmain(lua_State *L)
 {
 	int argc = (int)lua_tointeger(L, 1);
 	char **argv = lua_touserdata(L, 2);
-	struct opts o = {0};
-	int script = collect(argv, argc, &o);
-	if (script < 0) {
-		usage();
+	int script = argc;
+	int args = argc > 0 ? collectargs(argv, &script) : 0;
+	luaL_checkversion(L);
+	if (args == HAS_ERROR) {
+		print_usage(argv[script]);
 		return 0;
 	}
-	luaL_checkversion(L);
-	if (o.noenv) {
+	if (args & HAS_HELP) {
+		usage_text(stdout);
+		lua_pushboolean(L, 1);
+		return 1;
+	}
+	if ((args & HAS_UDEV) && !(args & HAS_SANDBOX)) {
+		fprintf(stderr, "%s: '--udev' needs '--sandbox'\n", progname);
+		return 0;
+	}
+	if ((args & HAS_V) && !(args & HAS_SANDBOX))
+		print_version();
+	if (args & HAS_CAPITAL_E) {
 		lua_pushboolean(L, 1);
 		lua_setfield(L, LUA_REGISTRYINDEX, "LUA_NOENV");
 	}
@@ -370,43 +585,33 @@ static int pmain(lua_State *L)
 	createargtable(L, argv, argc, script);
 	lua_gc(L, LUA_GCRESTART);
 	lua_gc(L, LUA_GCGEN, 0, 0);
-	if (o.udev && !o.sandbox) {
-		fprintf(stderr, "%s: '--udev' needs '--sandbox'\n", progname);
-		usage();
-		return 0;
+	if (args & HAS_VERSION) {
+		lua_pushboolean(L, show_versions(L) == 0);
+		return 1;
 	}
-	if (o.sandbox) {
-		if (o.udev)
+	if (args & HAS_SANDBOX) {
+		if (args & HAS_UDEV)
 			setenv("DMLUA_SANDBOX_UDEV", "1", 1);
 		lua_pushinteger(L, sandbox(L, argv, argc, script));
 		return 1;
 	}
 	trapping = 1;
-	if (o.warn)
-		lua_warning(L, "@on", 0);
-	if (o.version)
-		printf("%s (lua-devmapper)\n", LUA_COPYRIGHT);
-	if (!o.noenv && handle_luainit(L) != LUA_OK)
+	if (!(args & HAS_CAPITAL_E) && handle_luainit(L) != LUA_OK)
 		return 0;
 	if (!runargs(L, argv, script))
 		return 0;
-	if (script < argc && runscript(L, argv[script]) != LUA_OK)
+	if (script < argc && handle_script(L, argv + script) != LUA_OK)
 		return 0;
-	if (o.interactive)
+	if (args & HAS_I)
 		repl(L);
-	else if (script == argc && !o.version && argc > 0 && !o.exec_stdin) {
-		int has_e = 0, i;
-		for (i = 1; i < argc; i++)
-			has_e |= strncmp(argv[i], "-e", 2) == 0 || strncmp(argv[i], "-l", 2) == 0;
-		if (!has_e) {
-			if (isatty(0)) {
-				printf("%s (lua-devmapper)\n", LUA_COPYRIGHT);
-				repl(L);
-			} else if (runscript(L, "-") != LUA_OK)
-				return 0;
-		}
+	else if (script == argc && !(args & (HAS_E | HAS_V))) {
+		if (isatty(0)) {
+			print_version();
+			repl(L);
+		} else
+			dochunk(L, luaL_loadfile(L, NULL));	/* stdin; its error is reported, not the exit status */
 	}
-	lua_pushinteger(L, 0);
+	lua_pushboolean(L, 1);
 	return 1;
 }
 
@@ -427,8 +632,10 @@ int main(int argc, char **argv)
 	lua_pushinteger(L, argc);
 	lua_pushlightuserdata(L, argv);
 	status = lua_pcall(L, 2, 1, 0);
-	if (status == LUA_OK && lua_isinteger(L, -1))
+	if (status == LUA_OK && lua_isinteger(L, -1))	/* --sandbox: the guest's status */
 		code = (int)lua_tointeger(L, -1);
+	else if (status == LUA_OK)
+		code = lua_toboolean(L, -1) ? 0 : 1;
 	else
 		report(L, status);
 	lua_close(L);
