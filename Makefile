@@ -27,7 +27,7 @@ DEBS = gcc make pkg-config lua5.4 liblua5.4-dev libdevmapper-dev libssl-dev libc
        lua-busted qemu-system-x86 linux-image-amd64 busybox-static \
        dmsetup cryptsetup-bin keyutils gdb udev strace
 
-all: build/devmapper/core.so build/dmlua
+all: build/devmapper/core.so build/dmlua build/liblua-devmapper.so build/liblua-devmapper.a
 
 build/devmapper/core.so: $(CORE) csrc/internal.h csrc/devmapper.h
 	@mkdir -p $(@D)
@@ -42,6 +42,37 @@ DMLUA_FLAGS = -DDMLUA_READLINE -lreadline
 
 build/dmlua: csrc/dmlua.c build/embedded.c $(CORE) csrc/internal.h csrc/devmapper.h
 	$(CC) $(CFLAGS) -Icsrc -o $@ csrc/dmlua.c build/embedded.c $(CORE) $(LDLIBS) $(DMLUA_FLAGS) -Wl,-E
+
+# For C programs that embed Lua: the core and the Lua modules in one library
+# (shared and static), devmapper.h and a pkg-config file.
+OBJS = $(patsubst csrc/%.c,build/obj/%.o,$(CORE)) build/obj/embedded.o
+build/obj/%.o: csrc/%.c csrc/internal.h csrc/devmapper.h
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -Icsrc -c -o $@ $<
+build/obj/embedded.o: build/embedded.c
+	@mkdir -p $(@D)
+	$(CC) $(CFLAGS) -Icsrc -c -o $@ $<
+build/liblua-devmapper.so: $(OBJS)
+	$(CC) -shared -Wl,-soname,liblua-devmapper.so.0 -o $@ $(OBJS) $(LDLIBS)
+build/liblua-devmapper.a: $(OBJS)
+	rm -f $@ && ar rcs $@ $(OBJS)
+# the pkg-config file: relocatable (its prefix is where it lies), so that a
+# tree installed with DESTDIR, or moved, builds as it is
+define PC
+prefix=$${pcfiledir}/../..
+libdir=$${prefix}/lib
+includedir=$${prefix}/include
+
+Name: lua-devmapper
+Description: Linux device-mapper for Lua 5.4, for C programs that embed Lua
+Version: scm
+Requires: lua5.4
+Requires.private: devmapper openssl libcryptsetup
+Cflags: -I$${includedir}/lua-devmapper
+Libs: -L$${libdir} -llua-devmapper
+Libs.private: -lm -ldl
+endef
+export PC
 
 # The same interpreter built with AddressSanitizer and UBSan, for the fuzzer.
 SANITIZE = -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=undefined
@@ -97,6 +128,14 @@ install: all
 	install -d $(DESTDIR)$(PREFIX)/share/lua/$(LUAVER)/devmapper/targets
 	install -m 644 $(wildcard lua/devmapper/*.lua) $(DESTDIR)$(PREFIX)/share/lua/$(LUAVER)/devmapper/
 	install -m 644 $(wildcard lua/devmapper/targets/*.lua) $(DESTDIR)$(PREFIX)/share/lua/$(LUAVER)/devmapper/targets/
+	install -D -m 755 build/liblua-devmapper.so $(DESTDIR)$(PREFIX)/lib/liblua-devmapper.so.0
+	ln -sf liblua-devmapper.so.0 $(DESTDIR)$(PREFIX)/lib/liblua-devmapper.so
+	install -D -m 644 build/liblua-devmapper.a $(DESTDIR)$(PREFIX)/lib/liblua-devmapper.a
+	install -D -m 644 csrc/devmapper.h $(DESTDIR)$(PREFIX)/include/lua-devmapper/devmapper.h
+	install -d $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	printf '%s\n' "$$PC" > $(DESTDIR)$(PREFIX)/lib/pkgconfig/lua-devmapper.pc
+	install -D -m 644 doc/dmlua.1 $(DESTDIR)$(PREFIX)/share/man/man1/dmlua.1
+	install -D -m 644 doc/devmapper.3 $(DESTDIR)$(PREFIX)/share/man/man3/devmapper.3
 
 clean:
 	rm -rf build
