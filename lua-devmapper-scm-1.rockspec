@@ -27,6 +27,7 @@ build = {
     ["devmapper.check"] = "lua/devmapper/check.lua",
     ["devmapper.device"] = "lua/devmapper/device.lua",
     ["devmapper.field"] = "lua/devmapper/field.lua",
+    ["devmapper.json"] = "lua/devmapper/json.lua",
     ["devmapper.kernel"] = "lua/devmapper/kernel.lua",
     ["devmapper.key"] = "lua/devmapper/key.lua",
     ["devmapper.keyring"] = "lua/devmapper/keyring.lua",

@@ -118,6 +118,7 @@ static void usage_text(FILE *f)
 	        "lua-devmapper's own:\n"
 	        "  --trace   print each kernel operation as a dmsetup/losetup command\n"
 	        "  --dry-run perform no kernel operation, print what would be done\n"
+	        "  --json    print plans and errors as JSON\n"
 	        "  --sandbox run in a throwaway VM with a real device-mapper kernel\n"
 	        "  --udev    with --sandbox: run systemd-udevd in the VM, as on a real machine\n"
 	        "  --help    show this and exit\n"
@@ -145,20 +146,47 @@ static void l_message(const char *pname, const char *msg)
 	fflush(stderr);
 }
 
+static int json_mode;	/* --json: errors as JSON objects, one per line */
+
 static int report(lua_State *L, int status)
 {
 	if (status != LUA_OK) {
-		l_message(progname, lua_tostring(L, -1));
+		l_message(json_mode ? NULL : progname, lua_tostring(L, -1));
 		lua_pop(L, 1);
 	}
 	return status;
+}
+
+/* --json: the error (at 1) as {"error": {...}}, made by devmapper.json. */
+static int json_error(lua_State *L)
+{
+	const char *msg = lua_tostring(L, 1);
+	int traceback = msg != NULL && luaL_getmetafield(L, 1, "__tostring") == LUA_TNIL;
+	lua_settop(L, 1);
+	lua_getglobal(L, "require");
+	lua_pushliteral(L, "devmapper.json");
+	if (lua_pcall(L, 1, 1, 0) != LUA_OK)
+		return 0;
+	lua_getfield(L, -1, "error");
+	lua_pushvalue(L, 1);
+	if (traceback)
+		luaL_traceback(L, L, NULL, 2);
+	else
+		lua_pushnil(L);
+	if (lua_pcall(L, 2, 1, 0) != LUA_OK || !lua_isstring(L, -1))
+		return 0;
+	return 1;
 }
 
 /* A string error gets a traceback; an object with __tostring is its own
  * message (the module's error objects say what failed and why). */
 static int msghandler(lua_State *L)
 {
-	const char *msg = lua_tostring(L, 1);
+	const char *msg;
+	if (json_mode && json_error(L))
+		return 1;
+	lua_settop(L, 1);
+	msg = lua_tostring(L, 1);
 	if (msg == NULL) {
 		if (luaL_callmeta(L, 1, "__tostring") && lua_type(L, -1) == LUA_TSTRING)
 			return 1;
@@ -483,6 +511,10 @@ static int collectargs(char **argv, int *first)
 			setenv("DMLUA_TRACE", "1", 1);
 		else if (strcmp(a, "--dry-run") == 0)
 			setenv("DMLUA_DRY_RUN", "1", 1);
+		else if (strcmp(a, "--json") == 0) {
+			setenv("DMLUA_JSON", "1", 1);
+			json_mode = 1;
+		}
 		else if (strcmp(a, "--sandbox") == 0)
 			args |= HAS_SANDBOX;
 		else if (strcmp(a, "--udev") == 0)

@@ -23,6 +23,7 @@ local dm = {
   device = device.open,
   list = device.list,
   scope = require("devmapper.scope").new,
+  json = require "devmapper.json",
   --- Trace, dry-run and fault-injection knobs (see devmapper.kernel).
   kernel = kernel,
 }

@@ -7,6 +7,8 @@ local core = require "devmapper.core"
 local kernel = {
   trace = os.getenv("DMLUA_TRACE") ~= nil,
   dry_run = os.getenv("DMLUA_DRY_RUN") ~= nil,
+  -- dmlua --json: plans print as JSON (and dmlua reports errors as JSON)
+  json = os.getenv("DMLUA_JSON") ~= nil,
   --- Specs set this to function(op, name) returning true to make that operation fail.
   fault = nil,
   --- Operations that reached the kernel, counted (specs use it to prove a no-op).

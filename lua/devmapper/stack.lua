@@ -176,23 +176,37 @@ function Stack:plan(lenient)
   return plan
 end
 
-function Plan:__tostring()
-  local l = {}
-  for _, p in ipairs(self) do
-    for _, c in ipairs(p.before or {}) do l[#l + 1] = c end
-    if p.op == "create" then
-      l[#l + 1] = kernel.render("dm_create", p.name, p.targets, {uuid = p.uuid})
-    elseif p.op == "reload" then
-      l[#l + 1] = kernel.render("dm_load", p.name, p.targets)
-      l[#l + 1] = kernel.render("dm_suspend", p.name)
-      l[#l + 1] = kernel.render("dm_resume", p.name)
-    elseif p.op == "resume" then
-      l[#l + 1] = kernel.render("dm_resume", p.name)
-    else
-      l[#l + 1] = ("# %s: %s"):format(p.name, p.op == "keep" and "up to date" or "not part of this stack")
-    end
+-- A step's command lines (l: where to add them).
+local function commands(p, l)
+  for _, c in ipairs(p.before or {}) do l[#l + 1] = c end
+  if p.op == "create" then
+    l[#l + 1] = kernel.render("dm_create", p.name, p.targets, {uuid = p.uuid})
+  elseif p.op == "reload" then
+    l[#l + 1] = kernel.render("dm_load", p.name, p.targets)
+    l[#l + 1] = kernel.render("dm_suspend", p.name)
+    l[#l + 1] = kernel.render("dm_resume", p.name)
+  elseif p.op == "resume" then
+    l[#l + 1] = kernel.render("dm_resume", p.name)
+  else
+    l[#l + 1] = ("# %s: %s"):format(p.name, p.op == "keep" and "up to date" or "not part of this stack")
   end
+  return l
+end
+
+function Plan:__tostring()
+  if kernel.json then return require("devmapper.json").encode(self) end
+  local l = {}
+  for _, p in ipairs(self) do commands(p, l) end
   return table.concat(l, "\n")
+end
+
+-- As JSON: each step's member, device, operation and command lines.
+function Plan:__json()
+  local out = {}
+  for i, p in ipairs(self) do
+    out[i] = {member = p.member, name = p.name, uuid = p.uuid, op = p.op, commands = commands(p, {})}
+  end
+  return out
 end
 
 --- Make the kernel match the stack, in dependency order: missing members

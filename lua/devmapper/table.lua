@@ -216,6 +216,7 @@ function Table:text(ctx)
 end
 
 Table.__tostring = Table.text
+Table.__json = Table.text -- dmsetup's text: keys as keyring references or zeros, never bytes
 
 --- Same, with device paths (and loop backing files) instead of major:minor.
 -- @tparam[opt] function lookup for names of stack members

@@ -530,6 +530,7 @@ end
 function Segment:__tostring()
   return tostring(require("devmapper.table") {self})
 end
+Segment.__json = Segment.__tostring
 
 -- Table reads ask which word of a type's text is secret, to mask it in C.
 require("devmapper.kernel").secret_word = function(type_name)
