@@ -1,7 +1,7 @@
 # lua-devmapper: build, dmlua, test, demo, install.
 PKGS    = lua5.4 devmapper openssl libcryptsetup
 CFLAGS ?= -O2 -g
-CFLAGS += -std=gnu11 -Wall -Wextra -fPIC $(shell pkg-config --cflags $(PKGS))
+override CFLAGS += -std=gnu11 -Wall -Wextra -fPIC $(shell pkg-config --cflags $(PKGS))
 LDLIBS  = $(shell pkg-config --libs $(PKGS)) -lm -ldl
 CORE    = csrc/core.c csrc/dm.c csrc/loop.c csrc/blkdev.c csrc/secure.c csrc/kdf.c \
           csrc/keyinput.c csrc/keyring.c csrc/preflight.c \
@@ -25,7 +25,7 @@ endif
 # Debian packages needed to build, test and run the sandbox.
 DEBS = gcc make pkg-config lua5.4 liblua5.4-dev libdevmapper-dev libssl-dev libcryptsetup-dev libreadline-dev \
        lua-busted qemu-system-x86 linux-image-amd64 busybox-static \
-       dmsetup cryptsetup-bin keyutils gdb udev strace
+       dmsetup cryptsetup-bin keyutils gdb udev strace luarocks
 
 all: build/devmapper/core.so build/dmlua build/liblua-devmapper.so build/liblua-devmapper.a
 
@@ -137,7 +137,17 @@ install: all
 	install -D -m 644 doc/dmlua.1 $(DESTDIR)$(PREFIX)/share/man/man1/dmlua.1
 	install -D -m 644 doc/devmapper.3 $(DESTDIR)$(PREFIX)/share/man/man3/devmapper.3
 
+# LuaRocks (build type "make"): `luarocks make` builds these and installs
+# them into the rock's LUADIR, LIBDIR and BINDIR.
+rock: build/devmapper/core.so build/dmlua
+install-rock: rock
+	install -D -m 755 build/dmlua $(BINDIR)/dmlua
+	install -D -m 755 build/devmapper/core.so $(LIBDIR)/devmapper/core.so
+	install -d $(LUADIR)/devmapper/targets
+	install -m 644 lua/devmapper/*.lua $(LUADIR)/devmapper/
+	install -m 644 lua/devmapper/targets/*.lua $(LUADIR)/devmapper/targets/
+
 clean:
 	rm -rf build
 
-.PHONY: all deps test test-host fuzz demo bench install clean
+.PHONY: all deps test test-host fuzz demo bench install rock install-rock clean
