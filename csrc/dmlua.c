@@ -116,7 +116,8 @@ static void usage_text(FILE *f)
 	        "  --        stop handling options\n"
 	        "  -         stop handling options and execute stdin\n"
 	        "lua-devmapper's own:\n"
-	        "  --trace   print each kernel operation as a dmsetup/losetup command\n"
+	        "  --trace   print a transcript: each kernel operation as the dmsetup, losetup or\n"
+	        "            keyctl command it stands for, a bash script that replays (--trace=FILE)\n"
 	        "  --dry-run perform no kernel operation, print what would be done\n"
 	        "  --json    print plans and errors as JSON\n"
 	        "  --sandbox run in a throwaway VM with a real device-mapper kernel\n"
@@ -509,6 +510,8 @@ static int collectargs(char **argv, int *first)
 			return args;
 		if (strcmp(a, "--trace") == 0)
 			setenv("DMLUA_TRACE", "1", 1);
+		else if (strncmp(a, "--trace=", 8) == 0 && a[8] != '\0')
+			setenv("DMLUA_TRACE", a + 8, 1);
 		else if (strcmp(a, "--dry-run") == 0)
 			setenv("DMLUA_DRY_RUN", "1", 1);
 		else if (strcmp(a, "--json") == 0) {

@@ -4,8 +4,11 @@
 -- would exist), and where specs inject a fault into the Nth operation.
 local core = require "devmapper.core"
 
+local TRACE = os.getenv("DMLUA_TRACE")
+
 local kernel = {
-  trace = os.getenv("DMLUA_TRACE") ~= nil,
+  -- dmlua --trace (DMLUA_TRACE=1: on stderr) or --trace=FILE: the transcript (devmapper.trace)
+  trace = TRACE ~= nil,
   dry_run = os.getenv("DMLUA_DRY_RUN") ~= nil,
   -- dmlua --json: plans print as JSON (and dmlua reports errors as JSON)
   json = os.getenv("DMLUA_JSON") ~= nil,
@@ -15,6 +18,10 @@ local kernel = {
   count = {},
   out = io.stderr,
 }
+if TRACE and TRACE ~= "1" and TRACE ~= "" then
+  kernel.out = assert(io.open(TRACE, "w"))
+  kernel.out:setvbuf("line")
+end
 
 --- For table reads: secret_word(type) says which word of a target type's
 -- parameters holds a secret (set by devmapper.target from the declarations).
@@ -23,7 +30,8 @@ kernel.secret_word = nil
 --- Where warnings go: bookkeeping that failed after the operation itself
 -- happened (which is therefore not an error). Replace it to collect them.
 function kernel.warn(msg)
-  io.stderr:write("devmapper: warning: ", msg, "\n")
+  -- (a comment, in a transcript on stderr)
+  io.stderr:write(kernel.trace and kernel.out == io.stderr and "# " or "", "devmapper: warning: ", msg, "\n")
 end
 
 --- The lock that serialises scripts working on the same stack prefix (as
@@ -47,8 +55,12 @@ end
 local function q(s)
   s = tostring(s)
   if s:match("^[%w%-%./:_=@,+]+$") then return s end
+  -- a transcript quotes in double quotes, where its variables expand
+  if kernel.trace and not kernel.dry_run then return require("devmapper.trace").quote(s) end
   return "'" .. s:gsub("'", "'\\''") .. "'"
 end
+
+kernel.quote = q
 
 local function lines(targets)
   local t = {}
@@ -59,6 +71,20 @@ end
 -- dmsetup reads a one-line table from --table, several lines from stdin.
 local function table_arg(targets)
   local l = lines(targets)
+  if kernel.trace and not kernel.dry_run then
+    -- in a transcript: hex keys read back from their files; variables expand
+    local trace, i = require "devmapper.trace", 0
+    for j, line in ipairs(l) do
+      l[j] = line:gsub("[$`\\]", "\\%0")
+    end
+    local text = table.concat(l, "\n"):gsub("<key>", function()
+      repeat i = i + 1 until not targets[i] or targets[i].key
+      local k = targets[i] and targets[i].key
+      return k and trace.key_word(require("devmapper.target").key_desc(k), #k)
+    end)
+    if #l == 1 then return '--table "' .. text:gsub('"', '\\"') .. '"' end
+    return "<<EOF\n" .. text .. "\nEOF"
+  end
   if #l == 1 then return "--table " .. q(l[1]) end
   return "<<'EOF'\n" .. table.concat(l, "\n") .. "\nEOF"
 end
@@ -257,27 +283,8 @@ function kernel.render(op, ...) return render[op](...) end
 -- Operations that wait for udev answer a warning when the wait gave up.
 local WAITS_FOR_UDEV = {dm_create = true, dm_resume = true, dm_remove = true, dm_rename = true}
 
---- Call core[op](...) through the trace, dry-run and fault hooks.
--- @tparam string op a core function name ("dm_create", "loop_attach", ...)
-function kernel.call(op, ...)
-  if kernel.fault and kernel.fault(op, ...) then
-    core.error {op = op:gsub("^%a+_", ""), name = tostring((...)), errno = 5, message = "injected fault"}
-  end
-  if not kernel.dry_run then
-    -- device-mapper first, so that a script on a machine without it stops
-    -- before it attaches a loop; the keyring needs neither
-    local area = op:match("^(%a+)_")
-    if area == "dm" or area == "loop" or op == "luks_open" or op == "verity_open" or op == "cryptsetup_close" then core.preflight("dm") end
-    if area == "loop" then core.preflight("loop") end
-  end
-  if kernel.trace or kernel.dry_run then
-    kernel.out:write((kernel.dry_run and "(dry-run) " or "+ "), render[op](...), "\n")
-  end
-  if kernel.dry_run then
-    local f = dry_ops[op]
-    if f then return f(...) end
-    return nil
-  end
+-- The operation itself, counted.
+local function run(op, ...)
   kernel.count[op] = (kernel.count[op] or 0) + 1
   if op == "dm_table" or op == "dm_status" then
     -- the C core masks (or hands back as a Key) the words the declarations say are secret
@@ -293,6 +300,42 @@ function kernel.call(op, ...)
   end
   return core[op](...)
 end
+
+--- Call core[op](...) through the trace, dry-run and fault hooks.
+-- @tparam string op a core function name ("dm_create", "loop_attach", ...)
+function kernel.call(op, ...)
+  if kernel.fault and kernel.fault(op, ...) then
+    core.error {op = op:gsub("^%a+_", ""), name = tostring((...)), errno = 5, message = "injected fault"}
+  end
+  if not kernel.dry_run then
+    -- device-mapper first, so that a script on a machine without it stops
+    -- before it attaches a loop; the keyring needs neither
+    local area = op:match("^(%a+)_")
+    if area == "dm" or area == "loop" or op == "luks_open" or op == "verity_open" or op == "cryptsetup_close" then core.preflight("dm") end
+    if area == "loop" then core.preflight("loop") end
+  end
+  if kernel.dry_run then
+    kernel.out:write("(dry-run) ", render[op](...), "\n")
+    local f = dry_ops[op]
+    if f then return f(...) end
+    return nil
+  end
+  if kernel.trace then
+    local args = table.pack(...)
+    return require("devmapper.trace").call(kernel, core, op, args, function()
+      return run(op, table.unpack(args, 1, args.n))
+    end)
+  end
+  return run(op, ...)
+end
+
+--- A change the module makes outside the kernel (a file it removes), shown
+-- in a dry run and written to a transcript as the command it stands for.
+function kernel.note(line)
+  if kernel.dry_run then kernel.out:write("(dry-run) ", line, "\n")
+  elseif kernel.trace then require("devmapper.trace").note(kernel, line) end
+end
+
 
 --- The bound, in seconds, on each wait for udev (30 by default): past it an
 -- operation goes on without udev, libdevmapper checks the /dev/mapper node

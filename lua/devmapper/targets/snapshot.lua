@@ -42,10 +42,7 @@ end
 -- @tparam[opt=8] integer chunk sectors
 local function zero_cow(cow, sectors)
   local path = type(cow) == "table" and cow.path or cow
-  if kernel.trace or kernel.dry_run then
-    kernel.out:write(kernel.dry_run and "(dry-run) " or "+ ",
-                     ("dd if=/dev/zero of=%s bs=512 count=%d conv=notrunc\n"):format(path, sectors))
-  end
+  kernel.note(("dd if=/dev/zero of=%s bs=512 count=%d conv=notrunc"):format(kernel.quote(path), sectors))
   if kernel.dry_run then return end
   local f = kernel.blkdev(path)
   if #f.holders > 0 then
