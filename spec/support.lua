@@ -5,56 +5,11 @@ local assert = require "luassert"
 
 local support = {}
 
--- busted's finally() keeps one function per test and is not reachable from
--- modules; specs defer any number of cleanups here instead, and each spec
--- file runs `after_each(support.cleanup)`.
-local deferred = {}
-
---- Run fn after the current test, newest first, even when it failed.
-function support.defer(fn)
-  deferred[#deferred + 1] = fn
-end
-
-function support.cleanup()
-  while #deferred > 0 do
-    local ok, err = pcall(table.remove(deferred))
-    if not ok then io.stderr:write("cleanup: ", tostring(err), "\n") end
-  end
-end
-
-
-
-local counter = 0
-
---- A fresh scratch directory under /tmp, removed after the test.
-function support.tmpdir()
-  counter = counter + 1
-  local dir = ("/tmp/dmspec-%d-%d"):format(math.random(1e9), counter)
-  assert(os.execute("mkdir -p " .. dir))
-  support.defer(function() os.execute("rm -rf " .. dir) end)
-  return dir
-end
-
---- n loops of the given size over sparse files, detached after the test.
-function support.loops(n, size)
-  local dir = support.tmpdir()
-  local l = {}
-  for i = 1, n do l[i] = dm.loop.create(("%s/store%d"):format(dir, i), size or "2MiB") end
-  support.defer(function() for i = n, 1, -1 do pcall(l[i].remove, l[i]) end end)
-  return table.unpack(l)
-end
-
---- A device removed after the test if the spec did not remove it.
-function support.device(name, t, opts)
-  local dev = dm.create(name, t, opts)
-  support.defer(function()
-    if dev:info() then
-      require("devmapper.device").ensure_resumed(dev.name)
-      pcall(dev.remove, dev)
-    end
-  end)
-  return dev
-end
+-- Scratch loops, deferred cleanups and devices removed after each test come
+-- from devmapper.testing, the helpers users' specs get.
+local testing = require "devmapper.testing"
+support.defer, support.cleanup, support.tmpdir = testing.defer, testing.cleanup, testing.tmpdir
+support.loops, support.device = testing.loops, testing.device
 
 --- Run a shell command (the oracles: dmsetup, cryptsetup, ...); output, exit status.
 function support.sh(cmd)
