@@ -152,12 +152,13 @@ end
 -- the kernel's own order, leaving out what the kernel leaves out.
 -- @tparam table spec {order = {names, in the kernel's printing order}, fold = true
 --   (the kernel takes flag names in any case; names with a value it matches
---   with sscanf, so exactly), values = {name = kind of its value},
+--   with sscanf, so exactly; fold = "all": every name in any case, as strcasecmp),
+--   values = {name = kind of its value},
 --   omit = {name = value the kernel does not print},
 --   spaced = {name = n: its value is the n words after the name, not name:value;
 --     for n > 1 the value kind reads and formats a list of n words},
 --   always = true (the count is printed, and required, even when it is 0),
---   printed = true (the count is printed even when it is 0, but may be left out),
+--   count_optional = true (with always: the kernel prints the count but takes text without it),
 --   max = the kernel's largest count, requires = {name = other name it needs}}
 function field.options(spec)
   local values = spec.values or {}
@@ -165,12 +166,12 @@ function field.options(spec)
   for _, n in ipairs(spec.order) do known[n] = true end
   local function canon(n)
     local l = spec.fold and n:lower()
-    if l and known[l] and not values[l] then return l end
+    if l and known[l] and (spec.fold == "all" or not values[l]) then return l end
     return n
   end
   local names = table.concat(spec.order, ", ")
   local spaced = spec.spaced or {}
-  local kind = {options = true, max = spec.max, always = spec.always, printed = spec.always or spec.printed}
+  local kind = {options = true, max = spec.max, always = spec.always, count_optional = spec.count_optional}
   local function unknown(n) return ("unknown option %s (known: %s)"):format(check.quote(n), names) end
   -- one argument word into map m (given: the names seen), or the rule broken
   local function add(m, given, w, value_words)

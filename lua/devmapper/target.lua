@@ -44,6 +44,7 @@ target.TYPES = {
   "linear", "striped", "zero", "error", "crypt", "luks", "verity",
   "snapshot", "snapshot-origin", "snapshot-merge",
   "thin-pool", "thin",
+  "delay", "flakey", "unstriped", "log-writes", "era",
 }
 
 local message_names
@@ -72,6 +73,8 @@ local COMMON = {length = true}
 --   check = function(r, ctx, fail), status = function(words) -> table,
 --   readonly = true (a device with it is made read-only, as the kernel requires),
 --   alone = true (the kernel takes it only as the one segment of a table),
+--   form = "<how its words read>" (for messages, where the params do not say it well),
+--   word_counts = {n, ...} (the only numbers of words the kernel takes: dm-delay's 3, 6 or 9),
 --   messages = {name = function(device, ...)}: target messages, as methods of a Device
 --     with such a target (checking the arguments, then device:message(text)),
 --   expand = function(seg, ctx, fail) -> the segment of another type it stands for (or nil: not yet),
@@ -250,6 +253,14 @@ function target.read(decl, words, fail, masked)
     fail(name, "%s, got %s", why, check.quote(w))
   end
   local i, n, counts = 1, #words, {}
+  if decl.word_counts then
+    local ok, forms = false, {}
+    for _, c in ipairs(decl.word_counts) do ok = ok or c == n; forms[#forms + 1] = tostring(c) end
+    if not ok then
+      fail("params", "has %d word%s: %s takes exactly %s (%s)", n, n == 1 and "" or "s", type_name,
+           table.concat(forms, ", "):gsub(", (%d+)$", " or %1"), target.form(decl))
+    end
+  end
   local function read(name, kind)
     local w = words[i]
     if w == nil then
@@ -281,7 +292,7 @@ function target.read(decl, words, fail, masked)
       s[name] = items
     elseif kind.options then
       s[name] = {}
-      if kind.always and i > n then fail(name, "is missing its count: %s takes %s", type_name, target.form(decl)) end
+      if kind.always and not kind.count_optional and i > n then fail(name, "is missing its count: %s takes %s", type_name, target.form(decl)) end
       if i <= n then
         local c, why = field.number {parser = "scanf", bits = 32, max = kind.max}.text(words[i])
         if not c then word_fail(name, words[i], "count " .. why) end
@@ -304,6 +315,7 @@ end
 
 --- How a type's parameters read, for messages: "<dev> <offset>".
 function target.form(decl)
+  if decl.form then return decl.form end
   local w = {}
   for _, p in ipairs(decl.params) do
     if p.list then
@@ -384,7 +396,7 @@ local function format_params(decl, r, ctx, mode, out)
       break
     elseif kind.options then
       local o = kind.format_list(r[name])
-      if #o > 0 or kind.printed then
+      if #o > 0 or kind.always then
         add(tostring(#o))
         for _, x in ipairs(o) do add(x) end
       end
@@ -519,6 +531,44 @@ end
 function Segment:secret()
   local decl = target.get(self.type)
   return decl and decl.secret or false
+end
+
+--- A message that is no message of the kernel's: reload the device with
+-- its segments of this type rebuilt from their live fields and `changes`
+-- (for targets whose only reconfiguration is a new table: flakey, delay).
+-- A change named `k` replaces every live field `k_...` too (delay's
+-- `write = {...}` replaces write_dev, write_offset and write_delay).
+-- Other segments are loaded again as they are; the reload is the module's
+-- own (load, then suspend and resume; never left suspended).
+function target.reconfigure(type_name)
+  return function(dev, changes, opts)
+    if type(changes) ~= "table" then
+      check.fail("reconfigure", dev.name, "expected a table of changed fields, got %s", type(changes))
+    end
+    local decl = target.get(type_name)
+    local live = dev:table {keys = true}
+    local segs, n = {}, 0
+    for i, s in ipairs(live) do
+      if s.type == type_name then
+        n = n + 1
+        local f = {length = s.length}
+        for _, p in ipairs(decl.params) do if not p.count then f[p[1]] = s[p[1]] end end
+        for k in pairs(changes) do
+          for name in pairs(f) do
+            if type(k) == "string" and name:sub(1, #k + 1) == k .. "_" then f[name] = nil end
+          end
+        end
+        for k, v in pairs(changes) do f[k] = v end
+        segs[i] = decl.builder(f)
+      else
+        segs[i] = s
+      end
+    end
+    if n == 0 then check.fail("reconfigure", dev.name, "has no %s segment", type_name) end
+    local t = require("devmapper.table")(segs)
+    dev:reload(t, opts)
+    return t
+  end
 end
 
 --- Parse a target's status line into a table (nil for types without a parser).

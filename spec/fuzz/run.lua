@@ -38,6 +38,9 @@ local seeds = {
   "0 4096 snapshot 7:0 7:1 P 8", "0 4096 snapshot 7:0 7:1 PO 16 2 discard_zeroes_cow discard_passdown_origin",
   "0 4096 snapshot-origin 7:0", "0 4096 snapshot-merge 7:0 7:1 P 8", "0 1024 thin-pool 7:0 7:1 128 0 1 skip_block_zeroing",
   "0 4096 linear 7:3 8", "0 8 crypt capi:cbc(aes)-plain64 :32:logon:devmapper:x 0 7:0 0 1 iv_large_sectors",
+  "0 4096 delay 7:0 0 10", "0 4096 delay 7:0 0 10 7:1 0 20 7:1 8 30", "0 4096 flakey 7:0 0 1 1 0",
+  "0 4096 flakey 7:0 0 0 5 6 drop_writes corrupt_bio_byte 32 r 1 0", "0 2048 unstriped 2 16 1 7:0 0",
+  "0 4096 log-writes 7:0 7:1", "0 4096 era 7:0 7:1 128",
 }
 local pieces = {" ", "  ", "\t", "\n", "\\", "\\ ", "#", ":", "-", "+", "0", "1", "8", "16", "4096", "0x10", "1e3",
   "8.0", "-1", "18446744073709551616", "9223372036854775807", "9223372036854775808", "4294967296", "999999999999999999999999",
@@ -45,7 +48,9 @@ local pieces = {" ", "  ", "\t", "\n", "\\", "\\ ", "#", ":", "-", "+", "0", "1"
   "zero", "error", "crypt", "snapshot", "snapshot-origin", "snapshot-merge", "aes", "aes-xts-plain64", "aes:2-cbc-lmk",
   "capi:", "essiv:", ":64:logon:devmapper:k", ":x:logon:d", "-", "allow_discards", "sector_size:512", "sector_size:",
   "discard_zeroes_cow", "discard_passdown_origin", ("ab"):rep(16), ("AB"):rep(32), "abc", "\xa0", "\0", "\xff", "%", "%s",
-  "(", ")", "[", "]", "'", '"', "<key>", ("9"):rep(40)}
+  "(", ")", "[", "]", "'", '"', "<key>", ("9"):rep(40),
+  "delay", "flakey", "unstriped", "log-writes", "era", "drop_writes", "error_writes", "corrupt_bio_byte", "r", "w",
+  "R", "6", "7", "255", "256"}
 
 local function pick(t) return t[math.random(#t)] end
 
@@ -130,9 +135,13 @@ local kinds = {
   function(s) check(s, dm.crypt, {"7:0", cipher = s, key = dm.key.random(32), length = 8}) end,
   function(s) check(s, dm.crypt, {"7:0", key = dm.key.random(64), options = s, length = 8}) end,
   function(s) check(s, dm.table.parse, "0 8 crypt aes-xts-plain64 " .. s .. " 0 7:0 0") end,
+  function(s) check(s, dm.flakey, {"7:0", up = 1, down = 1, features = s, length = 8}) end,
+  function(s) check(s, dm.table.parse, "0 8 flakey 7:0 0 1 1 " .. s) end,
   function(s) check(s, dm.key.from_hex, s) end,
   function(s)
-    for _, ty in ipairs {"snapshot", "striped", "linear", "crypt"} do check(s, target.status, ty, s) end
+    for _, ty in ipairs {"snapshot", "striped", "linear", "crypt", "delay", "flakey", "unstriped", "log-writes", "era"} do
+      check(s, target.status, ty, s)
+    end
     check(s, dm.snapshot.status, s)
   end,
 }

@@ -37,7 +37,7 @@ local decl = {
     {"data", field.device},
     {"block", field.number {parser = "kstrto", min = MIN_BLOCK, max = MAX_BLOCK, sectors = true}, default = MIN_BLOCK},
     {"low_water", field.number {parser = "kstrto"}, default = 0},
-    {"features", field.options {order = FEATURES, max = 4, fold = true, printed = true}},
+    {"features", field.options {order = FEATURES, max = 4, fold = true, always = true, count_optional = true}},
   },
   flags = {"format"},
   alone = true,
