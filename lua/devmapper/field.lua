@@ -164,7 +164,7 @@ function field.options(spec)
   for _, n in ipairs(spec.order) do known[n] = true end
   local function canon(n)
     local l = spec.fold and n:lower()
-    if l and known[l] and not values[l] then return l end
+    if l and known[l] and (spec.fold == "all" or not values[l]) then return l end
     return n
   end
   local names = table.concat(spec.order, ", ")

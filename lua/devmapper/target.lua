@@ -42,7 +42,7 @@ end
 -- Every target type with a declaration under targets/ (for looking up messages).
 target.TYPES = {
   "linear", "striped", "zero", "error", "crypt", "luks", "verity",
-  "snapshot", "snapshot-origin", "snapshot-merge",
+  "snapshot", "snapshot-origin", "snapshot-merge", "cache", "writecache", "integrity",
 }
 
 local message_names
@@ -72,6 +72,8 @@ local COMMON = {length = true}
 --   readonly = true (a device with it is made read-only, as the kernel requires),
 --   messages = {name = function(device, ...)}: target messages, as methods of a Device
 --     with such a target (checking the arguments, then device:message(text)),
+--   same = function(mine, live) -> whether live parameter text (the kernel's) is what mine
+--     asked for, where the kernel prints values of its own choosing (integrity's journal size),
 --   expand = function(seg, ctx, fail) -> the segment of another type it stands for (or nil: not yet),
 --   before_create = {when = f(seg), run = f(seg, ctx), show = f(seg, ctx) -> command line}}
 function target.define(decl)
