@@ -38,6 +38,11 @@ local seeds = {
   "0 4096 snapshot 7:0 7:1 P 8", "0 4096 snapshot 7:0 7:1 PO 16 2 discard_zeroes_cow discard_passdown_origin",
   "0 4096 snapshot-origin 7:0", "0 4096 snapshot-merge 7:0 7:1 P 8", "0 1024 thin-pool 7:0 7:1 128 0 1 skip_block_zeroing",
   "0 4096 linear 7:3 8", "0 8 crypt capi:cbc(aes)-plain64 :32:logon:devmapper:x 0 7:0 0 1 iv_large_sectors",
+  "0 4096 cache 7:0 7:1 7:2 128 2 metadata2 writethrough smq 2 migration_threshold 2048",
+  "0 4096 cache 7:0 7:1 7:2 64 0 mq 2 random_threshold 4",
+  "0 4096 writecache s 7:0 7:1 4096 5 high_watermark 60 low_watermark 10 cleaner",
+  "0 1024 integrity 7:0 0 4 J 2 block_size:4096 internal_hash:crc32c", "0 1024 integrity 7:0 8 - B 1 internal_hash:sha256",
+  "8 27/2048 128 5/64 10 20 3 4 0 5 2 1 writethrough 2 migration_threshold 2048 smq 0 rw -",
 }
 local pieces = {" ", "  ", "\t", "\n", "\\", "\\ ", "#", ":", "-", "+", "0", "1", "8", "16", "4096", "0x10", "1e3",
   "8.0", "-1", "18446744073709551616", "9223372036854775807", "9223372036854775808", "4294967296", "999999999999999999999999",
@@ -45,7 +50,8 @@ local pieces = {" ", "  ", "\t", "\n", "\\", "\\ ", "#", ":", "-", "+", "0", "1"
   "zero", "error", "crypt", "snapshot", "snapshot-origin", "snapshot-merge", "aes", "aes-xts-plain64", "aes:2-cbc-lmk",
   "capi:", "essiv:", ":64:logon:devmapper:k", ":x:logon:d", "-", "allow_discards", "sector_size:512", "sector_size:",
   "discard_zeroes_cow", "discard_passdown_origin", ("ab"):rep(16), ("AB"):rep(32), "abc", "\xa0", "\0", "\xff", "%", "%s",
-  "(", ")", "[", "]", "'", '"', "<key>", ("9"):rep(40)}
+  "(", ")", "[", "]", "'", '"', "<key>", ("9"):rep(40), "cache", "writecache", "integrity", "smq", "writeback",
+  "metadata2", "migration_threshold", "high_watermark", "start_sector", "J", "B", "internal_hash:crc32c", "block_size:"}
 
 local function pick(t) return t[math.random(#t)] end
 
@@ -132,7 +138,9 @@ local kinds = {
   function(s) check(s, dm.table.parse, "0 8 crypt aes-xts-plain64 " .. s .. " 0 7:0 0") end,
   function(s) check(s, dm.key.from_hex, s) end,
   function(s)
-    for _, ty in ipairs {"snapshot", "striped", "linear", "crypt"} do check(s, target.status, ty, s) end
+    for _, ty in ipairs {"snapshot", "striped", "linear", "crypt", "cache", "writecache", "integrity"} do
+      check(s, target.status, ty, s)
+    end
     check(s, dm.snapshot.status, s)
   end,
 }

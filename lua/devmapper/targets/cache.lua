@@ -222,7 +222,7 @@ local decl = {
     r.read_hits, r.read_misses, r.write_hits, r.write_misses = n(5), n(6), n(7), n(8)
     r.demotions, r.promotions, r.dirty = n(9), n(10), n(11)
     local i = 12
-    local nf = n(i) or 0
+    local nf = math.min(n(i) or 0, #w)
     r.features = {}
     for j = 1, nf do
       local f = w[i + j]
@@ -232,7 +232,7 @@ local decl = {
       if f == "no_discard_passdown" then r.no_discard_passdown = true end
     end
     i = i + nf + 1
-    local nc = n(i) or 0
+    local nc = math.min(n(i) or 0, #w)
     r.core = {}
     for j = 1, nc, 2 do
       local k, v = w[i + j], w[i + j + 1]
@@ -241,7 +241,7 @@ local decl = {
     r.migration_threshold = r.core.migration_threshold
     i = i + nc + 1
     r.policy = w[i]
-    local np = n(i + 1) or 0
+    local np = math.min(n(i + 1) or 0, #w)
     r.policy_args = {}
     for j = 1, np, 2 do
       local k, v = w[i + 1 + j], w[i + 2 + j]
