@@ -238,6 +238,13 @@ describe("cache targets #kernel", function()
     dev = support.device("spec-cache", seg)
     assert.is_true(status(dev).cache_used > 0)
     assert.equal(data, direct(dev.path, 0, #data))
+    -- passthrough (a clean cache may switch): blocks can be invalidated, in range only
+    dev:reload(dm.cache {metadata = meta, cache = fast, origin = slow, block = "64KiB", mode = "passthrough"})
+    assert.equal("passthrough", status(dev).mode)
+    dev:invalidate_cblocks({0, 128})
+    assert.equal(0, status(dev).cache_used)
+    assert.is_false(pcall(dev.invalidate_cblocks, dev, 128))              -- past the 128 blocks: the kernel's refusal
+    assert.equal(data, direct(dev.path, 0, #data))
     dev:remove()
     -- the kernel's own refusals of a table the module cannot judge
     local ok, err = pcall(dm.create, "spec-cache", dm.cache {metadata = meta, cache = fast, origin = slow, block = 64,
