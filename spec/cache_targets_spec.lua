@@ -350,8 +350,10 @@ describe("cache targets #kernel", function()
     -- its length now comes from the superblock
     local dev = support.device("spec-ig", dm.integrity(fields))
     assert.equal(s.provided_sectors, dev:sectors())
+    -- (a fresh format has no tags for sectors never written: udev's probe reading them counts mismatches)
     local st = status(dev)
-    assert.same({mismatches = 0, provided_sectors = s.provided_sectors, recalculating = false}, st)
+    assert.equal(s.provided_sectors, st.provided_sectors)
+    assert.is_false(st.recalculating)
     local data = pattern("integrity", 8192)
     support.write(dev.path, 1024 * 1024, data)
     assert.equal(data, direct(dev.path, 1024 * 1024, #data))
@@ -371,7 +373,7 @@ describe("cache targets #kernel", function()
     local at
     local from = 1
     while true do
-      local i = all:find(data:sub(1, 64), from, true)
+      local i = all:find(data:sub(4097, 4160), from, true)   -- the second block of the data
       if not i then break end
       at, from = i, i + 1
     end
@@ -380,8 +382,10 @@ describe("cache targets #kernel", function()
     h:write("#")
     h:close()
     dev = support.device("spec-ig", dm.integrity(fields))
+    local before = status(dev).mismatches
+    assert.equal(data:sub(1, 4096), direct(dev.path, 1024 * 1024, 4096))  -- the block before is intact
     assert.is_nil(direct(dev.path, 1024 * 1024, #data))
-    assert.is_true(status(dev).mismatches > 0)
+    assert.is_true(status(dev).mismatches > before)
     dev:remove()
     assert.same({}, support.names())
   end)

@@ -9,6 +9,8 @@
 -- an integrity superblock (so applying a stack again keeps the data). A
 -- fresh sparse file or a new volume is zeroed already; format = true is
 -- for a device that held something else, and it is never the default.
+-- A fresh format has no valid tags for sectors never written: reads of
+-- them fail until they are written, or computed with the recalculate option.
 --
 -- The kernel prints values of its own choosing back (journal_sectors,
 -- interleave_sectors, buffer_sectors, and for J and B their watermark,
