@@ -390,6 +390,31 @@ describe("cache targets #kernel", function()
     assert.same({}, support.names())
   end)
 
+  it("integrity with recalculate: the kernel computes the tags of a fresh format, then every sector reads", function()
+    local l = support.loops(1, "8MiB")
+    local fields = {l, tag_size = 4, options = {"recalculate", internal_hash = "crc32c"}}
+    local f = {format = true, length = 8}
+    for k, v in pairs(fields) do f[k] = v end
+    support.device("spec-igr", dm.integrity(f)):remove()
+    local dev = support.device("spec-igr", dm.integrity(fields))
+    local st
+    for _ = 1, 100 do
+      st = status(dev)
+      if not st.recalculating then break end
+      assert.is_true(st.recalculate >= 0 and st.recalculate <= st.provided_sectors)
+      sleep(0.1)
+    end
+    assert.is_false(st.recalculating)
+    local m = st.mismatches
+    assert.equal(("\0"):rep(65536), direct(dev.path, 2 * 1024 * 1024, 65536))
+    assert.equal(m, status(dev).mismatches)
+    -- done recalculating, the kernel no longer prints "recalculate": still the same table
+    assert.is_nil(support.text(dev:table()):find("recalculate", 1, true))
+    local live = require("devmapper.core").dm_table("spec-igr", {keys = true})
+    assert.is_true(require("devmapper.table").same_targets(dm.table {dm.integrity(fields)}:targets(nil, "plan", "x"), live))
+    dev:remove()
+  end)
+
   it("integrity as a stack member under crypt: apply, apply again (the kernel's own values), teardown", function()
     local l = support.loops(1, "8MiB")
     local s = dm.stack {prefix = "spec_ig",
