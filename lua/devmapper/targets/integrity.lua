@@ -202,11 +202,14 @@ local decl = {
       return ("dd if=/dev/zero of=%s bs=512 seek=%d count=8 conv=notrunc"):format(path_of(ctx, s.dev), s.offset)
     end,
   },
-  -- <mismatches> <provided data sectors> <recalculated up to|->
+  -- <mismatches> <provided data sectors> <recalculated up to|->: 6.1 keeps the
+  -- superblock's recalculating flag (and the position) once it is done, at
+  -- the provided sectors
   status = function(w)
     local n = function(i) return math.tointeger(tonumber(w[i] or "")) end
-    return {mismatches = n(1), provided_sectors = n(2), recalculate = w[3] ~= "-" and n(3) or nil,
-            recalculating = w[3] ~= nil and w[3] ~= "-"}
+    local pos, provided = w[3] ~= "-" and n(3) or nil, n(2)
+    return {mismatches = n(1), provided_sectors = provided, recalculate = pos,
+            recalculating = pos ~= nil and (provided == nil or pos < provided)}
   end,
   superblock = superblock,
 }
