@@ -45,6 +45,7 @@ target.TYPES = {
   "snapshot", "snapshot-origin", "snapshot-merge",
   "thin-pool", "thin",
   "delay", "flakey", "unstriped", "log-writes", "era",
+  "cache", "writecache", "integrity",
 }
 
 local message_names
@@ -77,6 +78,8 @@ local COMMON = {length = true}
 --   word_counts = {n, ...} (the only numbers of words the kernel takes: dm-delay's 3, 6 or 9),
 --   messages = {name = function(device, ...)}: target messages, as methods of a Device
 --     with such a target (checking the arguments, then device:message(text)),
+--   same = function(mine, live) -> whether live parameter text (the kernel's) is what mine
+--     asked for, where the kernel prints values of its own choosing (integrity's journal size),
 --   expand = function(seg, ctx, fail) -> the segment of another type it stands for (or nil: not yet),
 --   before_create = {when = f(seg), run = f(seg, ctx), show = f(seg, ctx) -> command line}}
 function target.define(decl)

@@ -41,6 +41,11 @@ local seeds = {
   "0 4096 delay 7:0 0 10", "0 4096 delay 7:0 0 10 7:1 0 20 7:1 8 30", "0 4096 flakey 7:0 0 1 1 0",
   "0 4096 flakey 7:0 0 0 5 6 drop_writes corrupt_bio_byte 32 r 1 0", "0 2048 unstriped 2 16 1 7:0 0",
   "0 4096 log-writes 7:0 7:1", "0 4096 era 7:0 7:1 128",
+  "0 4096 cache 7:0 7:1 7:2 128 2 metadata2 writethrough smq 2 migration_threshold 2048",
+  "0 4096 cache 7:0 7:1 7:2 64 0 mq 2 random_threshold 4",
+  "0 4096 writecache s 7:0 7:1 4096 5 high_watermark 60 low_watermark 10 cleaner",
+  "0 1024 integrity 7:0 0 4 J 2 block_size:4096 internal_hash:crc32c", "0 1024 integrity 7:0 8 - B 1 internal_hash:sha256",
+  "8 27/2048 128 5/64 10 20 3 4 0 5 2 1 writethrough 2 migration_threshold 2048 smq 0 rw -",
 }
 local pieces = {" ", "  ", "\t", "\n", "\\", "\\ ", "#", ":", "-", "+", "0", "1", "8", "16", "4096", "0x10", "1e3",
   "8.0", "-1", "18446744073709551616", "9223372036854775807", "9223372036854775808", "4294967296", "999999999999999999999999",
@@ -50,7 +55,9 @@ local pieces = {" ", "  ", "\t", "\n", "\\", "\\ ", "#", ":", "-", "+", "0", "1"
   "discard_zeroes_cow", "discard_passdown_origin", ("ab"):rep(16), ("AB"):rep(32), "abc", "\xa0", "\0", "\xff", "%", "%s",
   "(", ")", "[", "]", "'", '"', "<key>", ("9"):rep(40),
   "delay", "flakey", "unstriped", "log-writes", "era", "drop_writes", "error_writes", "corrupt_bio_byte", "r", "w",
-  "R", "6", "7", "255", "256"}
+  "R", "6", "7", "255", "256",
+  "cache", "writecache", "integrity", "smq", "writeback",
+  "metadata2", "migration_threshold", "high_watermark", "start_sector", "J", "B", "internal_hash:crc32c", "block_size:"}
 
 local function pick(t) return t[math.random(#t)] end
 
@@ -139,7 +146,8 @@ local kinds = {
   function(s) check(s, dm.table.parse, "0 8 flakey 7:0 0 1 1 " .. s) end,
   function(s) check(s, dm.key.from_hex, s) end,
   function(s)
-    for _, ty in ipairs {"snapshot", "striped", "linear", "crypt", "delay", "flakey", "unstriped", "log-writes", "era"} do
+    for _, ty in ipairs {"snapshot", "striped", "linear", "crypt", "delay", "flakey", "unstriped", "log-writes", "era",
+                         "cache", "writecache", "integrity", "thin-pool", "thin"} do
       check(s, target.status, ty, s)
     end
     check(s, dm.snapshot.status, s)
