@@ -43,6 +43,7 @@ build = {
     ["devmapper.targets.error"] = "lua/devmapper/targets/error.lua",
     ["devmapper.targets.linear"] = "lua/devmapper/targets/linear.lua",
     ["devmapper.targets.luks"] = "lua/devmapper/targets/luks.lua",
+    ["devmapper.targets.raid"] = "lua/devmapper/targets/raid.lua",
     ["devmapper.targets.snapshot"] = "lua/devmapper/targets/snapshot.lua",
     ["devmapper.targets.snapshot_merge"] = "lua/devmapper/targets/snapshot_merge.lua",
     ["devmapper.targets.snapshot_origin"] = "lua/devmapper/targets/snapshot_origin.lua",

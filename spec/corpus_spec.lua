@@ -59,7 +59,7 @@ describe("corpus", function()
     local groups = {}
     for _, c in ipairs(cases) do groups[c.group] = (groups[c.group] or 0) + 1 end
     assert.is_true(#cases >= 300, #cases .. " cases")
-    for _, g in ipairs {"linear", "striped", "zero", "error", "crypt", "snapshot", "snapshot-origin", "snapshot-merge"} do
+    for _, g in ipairs {"linear", "striped", "zero", "error", "crypt", "snapshot", "snapshot-origin", "snapshot-merge", "raid"} do
       assert.is_true((groups[g] or 0) >= 5, "group " .. g)
     end
     for i, c in ipairs(cases) do

@@ -236,8 +236,10 @@ function M.same_targets(mine, live)
   if #mine ~= #live then return false end
   for i, a in ipairs(mine) do
     local b = live[i]
-    if a.start ~= b.start or a.length ~= b.length or a.type ~= b.type or a.params ~= b.params or a.key ~= b.key then
-      return false
+    if a.start ~= b.start or a.length ~= b.length or a.type ~= b.type or a.key ~= b.key then return false end
+    if a.params ~= b.params then
+      local d = target.get(a.type)
+      if not (d and d.same and d.same(a.params, b.params)) then return false end
     end
   end
   return true

@@ -42,7 +42,7 @@ end
 -- Every target type with a declaration under targets/ (for looking up messages).
 target.TYPES = {
   "linear", "striped", "zero", "error", "crypt", "luks", "verity",
-  "snapshot", "snapshot-origin", "snapshot-merge",
+  "snapshot", "snapshot-origin", "snapshot-merge", "raid",
 }
 
 local message_names
@@ -70,6 +70,9 @@ local COMMON = {length = true}
 --   block = function(r) -> a logical block size (bytes) the target imposes,
 --   check = function(r, ctx, fail), status = function(words) -> table,
 --   readonly = true (a device with it is made read-only, as the kernel requires),
+--   more_devices = function(seg) -> devices named inside other parameters (an option's value),
+--   same = function(mine, live) -> whether two parameter texts that differ map the same
+--     (a value the kernel adjusts as it likes: dm-raid's stripe_cache),
 --   messages = {name = function(device, ...)}: target messages, as methods of a Device
 --     with such a target (checking the arguments, then device:message(text)),
 --   expand = function(seg, ctx, fail) -> the segment of another type it stands for (or nil: not yet),
@@ -381,7 +384,7 @@ local function format_params(decl, r, ctx, mode, out)
     elseif p.optional and r[name] == nil then
       break
     elseif kind.options then
-      local o = kind.format_list(r[name])
+      local o = kind.format_list(r[name], ctx)
       if #o > 0 or kind.always then
         add(tostring(#o))
         for _, x in ipairs(o) do add(x) end
@@ -489,6 +492,7 @@ function Segment:devices()
       end
     end
   end
+  for _, d in ipairs(decl and decl.more_devices and decl.more_devices(self) or {}) do out[#out + 1] = d end
   return out
 end
 

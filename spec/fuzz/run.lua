@@ -38,6 +38,9 @@ local seeds = {
   "0 4096 snapshot 7:0 7:1 P 8", "0 4096 snapshot 7:0 7:1 PO 16 2 discard_zeroes_cow discard_passdown_origin",
   "0 4096 snapshot-origin 7:0", "0 4096 snapshot-merge 7:0 7:1 P 8", "0 1024 thin-pool 7:0 7:1 128 0 1 skip_block_zeroing",
   "0 4096 linear 7:3 8", "0 8 crypt capi:cbc(aes)-plain64 :32:logon:devmapper:x 0 7:0 0 1 iv_large_sectors",
+  "0 4096 raid raid1 5 0 rebuild 1 region_size 1024 2 7:0 7:1 - 7:3",
+  "0 8192 raid raid5_ls 6 64 nosync daemon_sleep 10 stripe_cache 64 3 - 7:0 - 7:1 - 7:3",
+  "0 4096 raid raid10 5 64 raid10_copies 2 raid10_format far 2 7:0 7:1 7:3 7:4",
 }
 local pieces = {" ", "  ", "\t", "\n", "\\", "\\ ", "#", ":", "-", "+", "0", "1", "8", "16", "4096", "0x10", "1e3",
   "8.0", "-1", "18446744073709551616", "9223372036854775807", "9223372036854775808", "4294967296", "999999999999999999999999",
@@ -45,7 +48,9 @@ local pieces = {" ", "  ", "\t", "\n", "\\", "\\ ", "#", ":", "-", "+", "0", "1"
   "zero", "error", "crypt", "snapshot", "snapshot-origin", "snapshot-merge", "aes", "aes-xts-plain64", "aes:2-cbc-lmk",
   "capi:", "essiv:", ":64:logon:devmapper:k", ":x:logon:d", "-", "allow_discards", "sector_size:512", "sector_size:",
   "discard_zeroes_cow", "discard_passdown_origin", ("ab"):rep(16), ("AB"):rep(32), "abc", "\xa0", "\0", "\xff", "%", "%s",
-  "(", ")", "[", "]", "'", '"', "<key>", ("9"):rep(40)}
+  "(", ")", "[", "]", "'", '"', "<key>", ("9"):rep(40),
+  "raid", "raid1", "raid5_ls", "raid6_zr", "RAID1", "sync", "nosync", "rebuild", "write_mostly", "region_size",
+  "stripe_cache", "journal_dev", "journal_mode", "writeback", "raid10_format", "far", "delta_disks", "-2"}
 
 local function pick(t) return t[math.random(#t)] end
 
@@ -132,7 +137,7 @@ local kinds = {
   function(s) check(s, dm.table.parse, "0 8 crypt aes-xts-plain64 " .. s .. " 0 7:0 0") end,
   function(s) check(s, dm.key.from_hex, s) end,
   function(s)
-    for _, ty in ipairs {"snapshot", "striped", "linear", "crypt"} do check(s, target.status, ty, s) end
+    for _, ty in ipairs {"snapshot", "striped", "linear", "crypt", "raid"} do check(s, target.status, ty, s) end
     check(s, dm.snapshot.status, s)
   end,
 }
