@@ -60,7 +60,7 @@ describe("corpus", function()
     for _, c in ipairs(cases) do groups[c.group] = (groups[c.group] or 0) + 1 end
     assert.is_true(#cases >= 300, #cases .. " cases")
     for _, g in ipairs {"linear", "striped", "zero", "error", "crypt", "snapshot", "snapshot-origin", "snapshot-merge",
-                        "delay", "flakey", "unstriped", "log-writes", "era"} do
+                        "delay", "flakey", "unstriped", "log-writes", "era", "raid"} do
       assert.is_true((groups[g] or 0) >= 5, "group " .. g)
     end
     for i, c in ipairs(cases) do

@@ -46,6 +46,7 @@ target.TYPES = {
   "thin-pool", "thin",
   "delay", "flakey", "unstriped", "log-writes", "era",
   "cache", "writecache", "integrity",
+  "raid",
 }
 
 local message_names
@@ -76,6 +77,7 @@ local COMMON = {length = true}
 --   alone = true (the kernel takes it only as the one segment of a table),
 --   form = "<how its words read>" (for messages, where the params do not say it well),
 --   word_counts = {n, ...} (the only numbers of words the kernel takes: dm-delay's 3, 6 or 9),
+--   more_devices = function(seg) -> devices named inside other parameters (an option's value),
 --   messages = {name = function(device, ...)}: target messages, as methods of a Device
 --     with such a target (checking the arguments, then device:message(text)),
 --   same = function(mine, live) -> whether live parameter text (the kernel's) is what mine
@@ -398,7 +400,7 @@ local function format_params(decl, r, ctx, mode, out)
     elseif p.optional and r[name] == nil then
       break
     elseif kind.options then
-      local o = kind.format_list(r[name])
+      local o = kind.format_list(r[name], ctx)
       if #o > 0 or kind.always then
         add(tostring(#o))
         for _, x in ipairs(o) do add(x) end
@@ -506,6 +508,7 @@ function Segment:devices()
       end
     end
   end
+  for _, d in ipairs(decl and decl.more_devices and decl.more_devices(self) or {}) do out[#out + 1] = d end
   return out
 end
 

@@ -46,6 +46,9 @@ local seeds = {
   "0 4096 writecache s 7:0 7:1 4096 5 high_watermark 60 low_watermark 10 cleaner",
   "0 1024 integrity 7:0 0 4 J 2 block_size:4096 internal_hash:crc32c", "0 1024 integrity 7:0 8 - B 1 internal_hash:sha256",
   "8 27/2048 128 5/64 10 20 3 4 0 5 2 1 writethrough 2 migration_threshold 2048 smq 0 rw -",
+  "0 4096 raid raid1 5 0 rebuild 1 region_size 1024 2 7:0 7:1 - 7:3",
+  "0 8192 raid raid5_ls 6 64 nosync daemon_sleep 10 stripe_cache 64 3 - 7:0 - 7:1 - 7:3",
+  "0 4096 raid raid10 5 64 raid10_copies 2 raid10_format far 2 7:0 7:1 7:3 7:4",
 }
 local pieces = {" ", "  ", "\t", "\n", "\\", "\\ ", "#", ":", "-", "+", "0", "1", "8", "16", "4096", "0x10", "1e3",
   "8.0", "-1", "18446744073709551616", "9223372036854775807", "9223372036854775808", "4294967296", "999999999999999999999999",
@@ -57,7 +60,9 @@ local pieces = {" ", "  ", "\t", "\n", "\\", "\\ ", "#", ":", "-", "+", "0", "1"
   "delay", "flakey", "unstriped", "log-writes", "era", "drop_writes", "error_writes", "corrupt_bio_byte", "r", "w",
   "R", "6", "7", "255", "256",
   "cache", "writecache", "integrity", "smq", "writeback",
-  "metadata2", "migration_threshold", "high_watermark", "start_sector", "J", "B", "internal_hash:crc32c", "block_size:"}
+  "metadata2", "migration_threshold", "high_watermark", "start_sector", "J", "B", "internal_hash:crc32c", "block_size:",
+  "raid", "raid1", "raid5_ls", "raid6_zr", "RAID1", "sync", "nosync", "rebuild", "write_mostly", "region_size",
+  "stripe_cache", "journal_dev", "journal_mode", "raid10_format", "far", "delta_disks", "-2"}
 
 local function pick(t) return t[math.random(#t)] end
 
@@ -147,7 +152,7 @@ local kinds = {
   function(s) check(s, dm.key.from_hex, s) end,
   function(s)
     for _, ty in ipairs {"snapshot", "striped", "linear", "crypt", "delay", "flakey", "unstriped", "log-writes", "era",
-                         "cache", "writecache", "integrity", "thin-pool", "thin"} do
+                         "cache", "writecache", "integrity", "thin-pool", "thin", "raid"} do
       check(s, target.status, ty, s)
     end
     check(s, dm.snapshot.status, s)
