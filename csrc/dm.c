@@ -138,6 +138,25 @@ static int udev_result(lua_State *L)
 	return 1;
 }
 
+/*
+ * Whether the task being run holds a secret (a hex key in its table). Its
+ * text passes through libc's string functions in libdevmapper, which leave
+ * pieces of it in the vector registers, and from there (the dynamic linker
+ * saves them on the stack at a first call through a PLT entry) on the
+ * stack: a core dump found slices of keys there. After such a task the
+ * stack below and the registers are wiped.
+ */
+static int secret_task;
+
+static void task_destroy(struct dm_task *dmt)
+{
+	dm_task_destroy(dmt);
+	if (secret_task) {
+		secret_task = 0;
+		secure_scrub();
+	}
+}
+
 static struct dm_task *new_task(lua_State *L, int type, const char *op, const char *name)
 {
 	struct dm_task *dmt;
@@ -147,7 +166,7 @@ static struct dm_task *new_task(lua_State *L, int type, const char *op, const ch
 	if (!(dmt = dm_task_create(type))) /* e.g. no device-mapper in this kernel */
 		raise_error(L, op, name, 0, "%s", last_log[0] ? last_log : "cannot create task");
 	if (name && !dm_task_set_name(dmt, name)) {
-		dm_task_destroy(dmt);
+		task_destroy(dmt);
 		raise_error(L, op, name, EINVAL, "bad name");
 	}
 	return dmt;
@@ -158,7 +177,7 @@ static int task_error(lua_State *L, struct dm_task *dmt, const char *op, const c
 {
 	char reason[512];
 	int err = dm_task_get_errno(dmt);
-	dm_task_destroy(dmt);
+	task_destroy(dmt);
 	kmsg_reason(reason, sizeof reason);
 	if (!err)
 		err = EINVAL;
@@ -188,7 +207,7 @@ static void simple(lua_State *L, int type, const char *op, int udev)
 	const char *name = luaL_checkstring(L, 1);
 	struct dm_task *dmt = new_task(L, type, op, name);
 	run(L, dmt, op, name, udev);
-	dm_task_destroy(dmt);
+	task_destroy(dmt);
 }
 
 /*
@@ -214,16 +233,18 @@ static void add_targets(lua_State *L, int idx, struct dm_task *dmt, const char *
 		type = lua_type(L, -2) == LUA_TSTRING ? lua_tolstring(L, -2, &tlen) : NULL;
 		params = lua_type(L, -1) == LUA_TSTRING ? lua_tolstring(L, -1, &plen) : NULL;
 		if (!type || !params || start < 0 || length < 0) {
-			dm_task_destroy(dmt);
+			task_destroy(dmt);
 			raise_error(L, op, name, EINVAL, "target %d needs start, length, type and params", (int)i);
 		}
 		/* C would end the text at a NUL: the kernel would get less than was written */
 		if (strlen(type) != tlen || strlen(params) != plen) {
-			dm_task_destroy(dmt);
+			task_destroy(dmt);
 			raise_error(L, op, name, EINVAL, "target %d holds a NUL byte", (int)i);
 		}
-		if (opt_bool_field(L, -3, "secure", 0))
+		if (opt_bool_field(L, -3, "secure", 0)) {
 			dm_task_secure_data(dmt);
+			secret_task = 1;
+		}
 		lua_getfield(L, -3, "key");
 		if (!lua_isnil(L, -1) && (tok = strstr(params, "<key>"))) {
 			size_t ksize, len, j;
@@ -231,10 +252,11 @@ static void add_targets(lua_State *L, int idx, struct dm_task *dmt, const char *
 			char *buf;
 			len = plen - 5 + 2 * ksize + 1;
 			if (!(buf = secure_alloc(&len))) {
-				dm_task_destroy(dmt);
+				task_destroy(dmt);
 				raise_error(L, op, name, errno, "cannot map memory for key");
 			}
 			dm_task_secure_data(dmt);
+			secret_task = 1;
 			memcpy(buf, params, tok - params);
 			for (j = 0; j < ksize; j++)
 				sprintf(buf + (tok - params) + 2 * j, "%02x", k[j]);
@@ -245,7 +267,7 @@ static void add_targets(lua_State *L, int idx, struct dm_task *dmt, const char *
 			ok = dm_task_add_target(dmt, start, length, type, params);
 		lua_pop(L, 4);
 		if (!ok) {
-			dm_task_destroy(dmt);
+			task_destroy(dmt);
 			raise_error(L, op, name, ENOMEM, "cannot add target %d", (int)i);
 		}
 	}
@@ -277,7 +299,7 @@ static int l_create(lua_State *L)
 	if (lua_type(L, 3) == LUA_TTABLE && lua_getfield(L, 3, "uuid") == LUA_TSTRING)
 		uuid = lua_tostring(L, -1);
 	if (uuid && !dm_task_set_uuid(dmt, uuid)) {
-		dm_task_destroy(dmt);
+		task_destroy(dmt);
 		raise_error(L, "create", name, EINVAL, "bad uuid");
 	}
 	if (opt_bool_field(L, 3, "readonly", 0))
@@ -287,7 +309,7 @@ static int l_create(lua_State *L)
 	 * fails it removes the device again, so nothing is left half-built.
 	 * Without a table there is no disk yet, so no uevent to wait for. */
 	run(L, dmt, "create", name, luaL_len(L, 2) > 0);
-	dm_task_destroy(dmt);
+	task_destroy(dmt);
 	return udev_result(L);
 }
 
@@ -302,7 +324,7 @@ static int l_load(lua_State *L)
 		dm_task_set_ro(dmt);
 	add_targets(L, 2, dmt, "load", name);
 	run(L, dmt, "load", name, 0);
-	dm_task_destroy(dmt);
+	task_destroy(dmt);
 	return 0;
 }
 
@@ -319,7 +341,7 @@ static int l_suspend(lua_State *L)
 	if (opt_bool_field(L, 2, "nolockfs", 0))
 		dm_task_skip_lockfs(dmt);
 	run(L, dmt, "suspend", name, 0);
-	dm_task_destroy(dmt);
+	task_destroy(dmt);
 	return 0;
 }
 
@@ -333,7 +355,7 @@ static int l_remove(lua_State *L)
 	if (opt_bool_field(L, 2, "deferred", 0))
 		dm_task_deferred_remove(dmt);
 	run(L, dmt, "remove", name, 1);
-	dm_task_destroy(dmt);
+	task_destroy(dmt);
 	return udev_result(L);
 }
 
@@ -344,11 +366,11 @@ static int l_rename(lua_State *L)
 	const char *newname = luaL_checkstring(L, 2);
 	struct dm_task *dmt = new_task(L, DM_DEVICE_RENAME, "rename", name);
 	if (!dm_task_set_newname(dmt, newname)) {
-		dm_task_destroy(dmt);
+		task_destroy(dmt);
 		raise_error(L, "rename", name, EINVAL, "bad new name");
 	}
 	run(L, dmt, "rename", name, 1);
-	dm_task_destroy(dmt);
+	task_destroy(dmt);
 	return udev_result(L);
 }
 
@@ -361,7 +383,7 @@ static int l_message(lua_State *L)
 	struct dm_task *dmt = new_task(L, DM_DEVICE_TARGET_MSG, "message", name);
 	const char *resp;
 	if (!dm_task_set_sector(dmt, sector) || !dm_task_set_message(dmt, msg)) {
-		dm_task_destroy(dmt);
+		task_destroy(dmt);
 		raise_error(L, "message", name, ENOMEM, "cannot set message");
 	}
 	run(L, dmt, "message", name, 0);
@@ -370,7 +392,7 @@ static int l_message(lua_State *L)
 		lua_pushstring(L, resp);
 	else
 		lua_pushnil(L);
-	dm_task_destroy(dmt);
+	task_destroy(dmt);
 	return 1;
 }
 
@@ -477,7 +499,7 @@ static int read_targets(lua_State *L, int type, const char *op)
 	dm_task_secure_data(dmt);
 	run(L, dmt, op, name, 0);
 	push_targets(L, dmt, fn, keys);
-	dm_task_destroy(dmt);
+	task_destroy(dmt);
 	return 1;
 }
 
@@ -507,7 +529,7 @@ static int l_info(lua_State *L)
 	const char *uuid;
 	run(L, dmt, "info", name, 0);
 	if (!dm_task_get_info(dmt, &i) || !i.exists) {
-		dm_task_destroy(dmt);
+		task_destroy(dmt);
 		lua_pushnil(L);
 		return 1;
 	}
@@ -530,7 +552,7 @@ static int l_info(lua_State *L)
 	set_int(L, "major", i.major);
 	set_int(L, "minor", i.minor);
 	set_int(L, "target_count", i.target_count);
-	dm_task_destroy(dmt);
+	task_destroy(dmt);
 	return 1;
 }
 
@@ -550,7 +572,7 @@ static int l_deps(lua_State *L)
 		set_int(L, "minor", minor(deps->device[i]));
 		lua_seti(L, -2, i + 1);
 	}
-	dm_task_destroy(dmt);
+	task_destroy(dmt);
 	return 1;
 }
 
@@ -576,7 +598,7 @@ static int l_list(lua_State *L)
 			n = (struct dm_names *)((char *)n + n->next);
 		}
 	}
-	dm_task_destroy(dmt);
+	task_destroy(dmt);
 	return 1;
 }
 
@@ -588,7 +610,7 @@ static int l_version(lua_State *L)
 	run(L, dmt, "version", NULL, 0);
 	if (!dm_task_get_driver_version(dmt, v, sizeof v))
 		task_error(L, dmt, "version", NULL);
-	dm_task_destroy(dmt);
+	task_destroy(dmt);
 	lua_pushstring(L, v);
 	return 1;
 }
@@ -607,7 +629,7 @@ static int l_targets(lua_State *L)
 		lua_setfield(L, -2, t->name);
 		t = (struct dm_versions *)((char *)t + t->next);
 	} while (last != t);
-	dm_task_destroy(dmt);
+	task_destroy(dmt);
 	return 1;
 }
 

@@ -53,6 +53,9 @@ struct key {
 };
 
 void secure_wipe(void *p, size_t n);
+/* The stack below the caller and the vector registers, wiped (after C work
+ * with a secret that passed through other libraries). */
+void secure_scrub(void);
 /* At least *len bytes of locked, undumpable memory (*len rounded up to
  * whole pages), or NULL with errno set; secure_free wipes and unmaps it. */
 void *secure_alloc(size_t *len);

@@ -22,6 +22,47 @@ void secure_wipe(void *p, size_t n)
  * out of core dumps. If mlock fails (RLIMIT_MEMLOCK), it still serves: it is
  * wiped before it is given back all the same.
  */
+/* The vector registers, zeroed: libc's string functions (strlen, strcpy,
+ * memcpy in libdevmapper) leave pieces of a table's text, hex keys included,
+ * in them, and the dynamic linker's first call through a PLT entry saves
+ * them all on the stack (xsave), where a core dump finds them. */
+static void clear_vector_registers(void)
+{
+#if defined(__x86_64__)
+	if (__builtin_cpu_supports("avx"))
+		__asm__ volatile("vzeroall" ::: "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8",
+		                 "xmm9", "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "memory");
+	else
+		__asm__ volatile("pxor %%xmm0, %%xmm0\n\tpxor %%xmm1, %%xmm1\n\tpxor %%xmm2, %%xmm2\n\tpxor %%xmm3, %%xmm3\n\t"
+		                 "pxor %%xmm4, %%xmm4\n\tpxor %%xmm5, %%xmm5\n\tpxor %%xmm6, %%xmm6\n\tpxor %%xmm7, %%xmm7\n\t"
+		                 "pxor %%xmm8, %%xmm8\n\tpxor %%xmm9, %%xmm9\n\tpxor %%xmm10, %%xmm10\n\tpxor %%xmm11, %%xmm11\n\t"
+		                 "pxor %%xmm12, %%xmm12\n\tpxor %%xmm13, %%xmm13\n\tpxor %%xmm14, %%xmm14\n\tpxor %%xmm15, %%xmm15"
+		                 ::: "xmm0", "xmm1", "xmm2", "xmm3", "xmm4", "xmm5", "xmm6", "xmm7", "xmm8", "xmm9",
+		                 "xmm10", "xmm11", "xmm12", "xmm13", "xmm14", "xmm15", "memory");
+	/* libc's EVEX string functions use the upper sixteen on AVX-512 machines */
+	if (__builtin_cpu_supports("avx512f"))
+		__asm__ volatile("vpxord %%zmm16, %%zmm16, %%zmm16\n\tvpxord %%zmm17, %%zmm17, %%zmm17\n\t"
+		                 "vpxord %%zmm18, %%zmm18, %%zmm18\n\tvpxord %%zmm19, %%zmm19, %%zmm19\n\t"
+		                 "vpxord %%zmm20, %%zmm20, %%zmm20\n\tvpxord %%zmm21, %%zmm21, %%zmm21\n\t"
+		                 "vpxord %%zmm22, %%zmm22, %%zmm22\n\tvpxord %%zmm23, %%zmm23, %%zmm23\n\t"
+		                 "vpxord %%zmm24, %%zmm24, %%zmm24\n\tvpxord %%zmm25, %%zmm25, %%zmm25\n\t"
+		                 "vpxord %%zmm26, %%zmm26, %%zmm26\n\tvpxord %%zmm27, %%zmm27, %%zmm27\n\t"
+		                 "vpxord %%zmm28, %%zmm28, %%zmm28\n\tvpxord %%zmm29, %%zmm29, %%zmm29\n\t"
+		                 "vpxord %%zmm30, %%zmm30, %%zmm30\n\tvpxord %%zmm31, %%zmm31, %%zmm31" ::: "memory");
+#endif
+}
+
+/* After C work with a secret through other libraries: the stack below the
+ * caller (their frames, and the registers saved there) and the vector
+ * registers, wiped. Call it from the function that did the work, at its end. */
+__attribute__((noinline)) void secure_scrub(void)
+{
+	unsigned char below[64 * 1024];
+	clear_vector_registers();
+	secure_wipe(below, sizeof below);
+	clear_vector_registers();
+}
+
 void *secure_alloc(size_t *len)
 {
 	size_t page = (size_t)sysconf(_SC_PAGESIZE);

@@ -172,8 +172,11 @@ describe("crypt #kernel", function()
 
   it("leaves no slice of a wiped key in a core dump of the process", function()
     -- As lvm2's dmsecuretest: a child reads a key file into locked memory,
-    -- makes and removes crypt devices (hex and keyring), closes the key; a
-    -- core dump of it then holds no 8-byte slice of the key, raw or hex.
+    -- makes and removes crypt devices (hex and keyring), makes one more,
+    -- closes the key; a core dump of it then holds no 8-byte slice of the
+    -- key, raw or hex. (libdevmapper wipes a table load's ioctl buffer only
+    -- as far as the kernel's answer, its header: the module has freed
+    -- buffers overwritten while a secure task runs.)
     local dir = support.tmpdir()
     local urandom = io.open("/dev/urandom", "rb")
     local raw = urandom:read(64)
@@ -190,6 +193,8 @@ describe("crypt #kernel", function()
       os.remove(%q)
       dm.create("spec-residue", dm.crypt {l, key = key, keyring = false}):remove()
       dm.create("spec-residue2", dm.crypt {l, key = key}):remove()
+      -- the last operation a hex key's table load: nothing reuses its freed ioctl buffer
+      dm.create("spec-residue3", dm.crypt {l, key = key, keyring = false})
       l:detach()
       key:close()
       collectgarbage() collectgarbage()
@@ -197,6 +202,7 @@ describe("crypt #kernel", function()
       io.read("l")                           -- wait while the test takes a core dump
     ]]):format(dir .. "/img", dir .. "/key", dir .. "/key"))
     f:close()
+    support.defer(function() pcall(function() dm.device("spec-residue3"):remove() end) end)
     local dump = support.core_dump(dir, script)
     for i = 1, #hex - 7 do
       assert.is_nil(dump:find(hex:sub(i, i + 7), 1, true), "hex slice at " .. i)
