@@ -158,9 +158,10 @@ end
 -- a loop or a keyring key behind fails, naming them (and they are taken
 -- away). Call it at the top of a spec file.
 function testing.install()
+  local busted = require "busted"
   local before
-  before_each(function() before = testing.state() end)
-  after_each(function()
+  busted.before_each(function() before = testing.state() end)
+  busted.after_each(function()
     testing.cleanup()
     local left = testing.leftovers(before)
     if #left > 0 then
