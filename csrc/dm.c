@@ -495,8 +495,10 @@ static int read_targets(lua_State *L, int type, const char *op)
 	dmt = new_task(L, type, op, name);
 	if (opt_bool_field(L, 2, "inactive", 0))
 		dm_task_query_inactive_table(dmt);
-	/* Secrets pass through this buffer: have libdevmapper wipe it. */
+	/* Secrets pass through this buffer: have libdevmapper wipe it (and,
+	 * after a table, the stack and registers its text went through). */
 	dm_task_secure_data(dmt);
+	secret_task = type == DM_DEVICE_TABLE;
 	run(L, dmt, op, name, 0);
 	push_targets(L, dmt, fn, keys);
 	task_destroy(dmt);

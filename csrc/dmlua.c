@@ -149,9 +149,21 @@ static void l_message(const char *pname, const char *msg)
 
 static int json_mode;	/* --json: errors as JSON objects, one per line */
 
+static int json_error(lua_State *L);
+
 static int report(lua_State *L, int status)
 {
 	if (status != LUA_OK) {
+		const char *msg = lua_tostring(L, -1);
+		/* --json: a load error (syntax, no such file) is a string yet */
+		if (json_mode && msg && msg[0] != '{') {
+			lua_pushcfunction(L, json_error);
+			lua_insert(L, -2);
+			if (lua_pcall(L, 1, 1, 0) != LUA_OK || !lua_isstring(L, -1)) {
+				lua_pop(L, 1);
+				lua_pushstring(L, msg);
+			}
+		}
 		l_message(json_mode ? NULL : progname, lua_tostring(L, -1));
 		lua_pop(L, 1);
 	}
@@ -162,7 +174,7 @@ static int report(lua_State *L, int status)
 static int json_error(lua_State *L)
 {
 	const char *msg = lua_tostring(L, 1);
-	int traceback = msg != NULL && luaL_getmetafield(L, 1, "__tostring") == LUA_TNIL;
+	int traceback = msg != NULL && luaL_getmetafield(L, 1, "__tostring") == LUA_TNIL && lua_getstack(L, 1, &(lua_Debug){0});
 	lua_settop(L, 1);
 	lua_getglobal(L, "require");
 	lua_pushliteral(L, "devmapper.json");
@@ -171,7 +183,7 @@ static int json_error(lua_State *L)
 	lua_getfield(L, -1, "error");
 	lua_pushvalue(L, 1);
 	if (traceback)
-		luaL_traceback(L, L, NULL, 2);
+		luaL_traceback(L, L, NULL, 1);
 	else
 		lua_pushnil(L);
 	if (lua_pcall(L, 2, 1, 0) != LUA_OK || !lua_isstring(L, -1))

@@ -51,6 +51,40 @@ local function leftovers()
           keys = support.sh("keyctl rlist @u 2>/dev/null | wc -w")}
 end
 
+describe("--trace transcript", function()
+  -- The transcript's lines for operations run through a stand-in kernel,
+  -- checked with bash -n: what a hostile name or a failure must not break.
+  it("stays a bash script: failed multi-line loads, keys named with %, $ or quotes, device names with spaces", function()
+    local kernel, trace = require "devmapper.kernel", require "devmapper.trace"
+    local text = {}
+    local was_out, was_trace = kernel.out, kernel.trace
+    kernel.out, kernel.trace = {write = function(_, ...) text[#text + 1] = table.concat {...} end}, true
+    local core = {dm_info = function(name) return {major = 254, minor = #name} end}
+    local two = {{start = 0, length = 8, type = "zero", params = ""}, {start = 8, length = 8, type = "error", params = ""}}
+    local ok = pcall(function()
+      pcall(trace.call, kernel, core, "dm_load", table.pack("x", two), function() error("boom\nline two") end)
+      trace.call(kernel, core, "key_add", table.pack("devmapper:50%$`\"\\x"), function() return true end)
+      trace.call(kernel, core, "ring_link", table.pack("devmapper:dev:a b", "devmapper:k"), function() return true end)
+      trace.call(kernel, core, "dm_create", table.pack("my vol", {{start = 0, length = 8, type = "zero", params = ""}}),
+                 function() end)
+      trace.call(kernel, core, "dm_create", table.pack("top", {{start = 0, length = 8, type = "linear", params = "254:6 0"}}),
+                 function() end)
+      trace.call(kernel, core, "luks_open", table.pack("/dev/loop0", "vault", "passphrase", nil, {}), function() end)
+    end)
+    kernel.out, kernel.trace = was_out, was_trace
+    assert.is_true(ok)
+    local script = table.concat(text)
+    local dir = support.tmpdir()
+    write(dir .. "/t.sh", script)
+    local out, code = support.sh("bash -n " .. dir .. "/t.sh")
+    assert.equal(0, code, out .. script)
+    assert.matches("# failed: dmsetup load x <<EOF\n# 0 8 zero \n# 8 8 error \n# EOF", script, 1, true)
+    assert.matches('D1=$(dmsetup info -c --noheadings -o major,minor --separator : -- "my vol")', script, 1, true)
+    assert.matches('dmsetup create top --table "0 8 linear ${D1} 0"', script, 1, true)
+    assert.matches("# cryptsetup open --type luks", script, 1, true)
+  end)
+end)
+
 describe("--trace #kernel", function()
   it("replays a script that leaves its devices up: the same devices and tables", function()
     local dir = support.tmpdir()
@@ -82,7 +116,7 @@ describe("--trace #kernel", function()
         assert.is_nil(line:match("dmsetup info"), line)
       end
     end
-    assert.matches("keyctl padd logon devmapper:%x+ \"%$%(ring devmapper:dev:tr%-secret%)\" < \"%$DMLUA_KEYS/devmapper:%x+\"",
+    assert.matches("keyctl padd logon devmapper:%x+ \"%$%(ring devmapper:dev:tr%-secret%)\" < \"%$DMLUA_KEYS\"/devmapper:%x+",
                    transcript)
     assert.matches("crypt aes%-cbc%-essiv:sha256 %$%(key_hex devmapper:%x+ 32%)", transcript)
     -- everything down, loops and files gone; then the transcript makes it again

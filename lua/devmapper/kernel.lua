@@ -19,8 +19,11 @@ local kernel = {
   out = io.stderr,
 }
 if TRACE and TRACE ~= "1" and TRACE ~= "" then
-  kernel.out = assert(io.open(TRACE, "w"))
+  -- appended: a child process with the module (a script run by the script)
+  -- inherits the variable and adds its operations, in the order they happen
+  kernel.out = assert(io.open(TRACE, "a"))
   kernel.out:setvbuf("line")
+  kernel.trace_started = kernel.out:seek("end") > 0
 end
 
 --- For table reads: secret_word(type) says which word of a target type's
@@ -135,7 +138,7 @@ local render = {
   loop_info = function(path) return "losetup --list " .. q(path) end,
   loop_find = function(file) return "losetup --associated " .. q(file) end,
   key_add = function(desc) return "keyctl padd logon " .. q(desc) .. " @u <key>" end,
-  key_unlink = function(desc) return "keyctl unlink %:logon:" .. desc end,
+  key_unlink = function(desc) return "keyctl unlink %logon:" .. q(desc) .. " @u" end,
   -- a ring (keyring "devmapper:dev:NAME" in @u) is made when missing, never replaced
   ring_add = function(ring, desc)
     return ("keyctl padd logon %s %%:%s <key>"):format(q(desc), q(ring))

@@ -54,10 +54,7 @@ function loop.attach(file, opts)
   local l = wrap(kernel.call("loop_attach", file, attach_opts(opts)), file, false)
   scope.track("loop " .. l.path, function()
     if still_ours(l, kernel.call("loop_info", l.path)) then l:detach() end
-    if l.made_file then
-      os.remove(l.file)
-      kernel.note("rm -f " .. kernel.quote(l.file))
-    end
+    if l.made_file and os.remove(l.file) then kernel.note("rm -f " .. kernel.quote(l.file)) end
   end)
   return l
 end
@@ -117,10 +114,7 @@ end
 --- Detach and delete the backing file, when loop.create made it.
 function Loop:remove()
   self:detach()
-  if self.made_file then
-    os.remove(self.file)
-    kernel.note("rm -f " .. kernel.quote(self.file))
-  end
+  if self.made_file and os.remove(self.file) then kernel.note("rm -f " .. kernel.quote(self.file)) end
 end
 
 --- {backing_file, offset, sizelimit (bytes), readonly, autoclear, partscan, direct_io}

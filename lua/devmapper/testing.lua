@@ -104,7 +104,7 @@ local function keys()
   local f = io.open("/proc/keys")
   if not f then return out end
   for line in f:lines() do
-    local typ, desc = line:match("^%x+ %S+%s+%d+ %S+ %x+%s+%d+%s+%d+ (%S+)%s+(devmapper:[^:%s]+)")
+    local typ, desc = line:match("^%x+ %S+%s+%d+ %S+ %x+%s+%d+%s+%d+ (%S+)%s+(devmapper:%S+):%s")
     if typ then out[typ .. " " .. desc] = true end
   end
   f:close()

@@ -30,6 +30,12 @@ local READS = {dm_info = true, dm_table = true, dm_status = true, dm_deps = true
 -- that was never made): comments, since the command would fail.
 local NOOP_WHEN_FALSE = {ring_drop = true, ring_unlink = true, ring_link = true, key_unlink = true}
 
+-- Operations whose commands can not run as they are written (a passphrase
+-- or root hash the transcript does not have): comments.
+local SHOWN_ONLY = {luks_format = true, luks_open = true, luks_add_key = true, luks_change_key = true,
+                    luks_remove_key = true, luks_kill_slot = true, luks_header_backup = true,
+                    luks_header_restore = true, cryptsetup_close = true, verity_format = true, verity_open = true}
+
 local started = false
 local names = {}    -- "7:0" and "/dev/loop0" -> "$L1"; "254:3" -> "/dev/mapper/NAME"
 local loops = 0
@@ -37,7 +43,7 @@ local loops = 0
 local function out(kernel, line)
   if not started then
     started = true
-    kernel.out:write(HEADER)
+    if not kernel.trace_started then kernel.out:write(HEADER) end -- (a child appends to its parent's)
   end
   kernel.out:write(line, "\n")
 end
@@ -56,6 +62,12 @@ local function named(line)
   return (line:gsub("%f[%w]%d+:%d+%f[^%w:]", function(d) return names[d] end))
 end
 
+-- Every line of a (multi-line) command as a comment.
+local function comment(line) return "# " .. line:gsub("\n", "\n# ") end
+
+-- The file a key is read from.
+local function key_file(desc) return '"$DMLUA_KEYS"/' .. trace.quote(desc) end
+
 -- What makes a line replayable: variables for new loops, keys from files.
 local function adjust(op, line, args, result)
   if op == "loop_attach" then
@@ -66,18 +78,36 @@ local function adjust(op, line, args, result)
     line = ("%s=$(%s)"):format(var, line)
     if args[2] and args[2].autoclear then line = line .. "  # autoclear: detached when its last user closes it" end
   elseif op == "key_add" then
-    line = line:gsub(" <key>$", (' < "$DMLUA_KEYS/%s"'):format(args[1]))
+    line = ("keyctl padd logon %s @u < %s"):format(trace.quote(args[1]), key_file(args[1]))
   elseif op == "ring_add" then
-    line = ('keyctl padd logon %s "$(ring %s)" < "$DMLUA_KEYS/%s"'):format(trace.quote(args[2]), trace.quote(args[1]), args[2])
+    line = ('keyctl padd logon %s "$(ring %s)" < %s'):format(trace.quote(args[2]), trace.quote(args[1]), key_file(args[2]))
+  elseif op == "ring_link" then
+    line = ('keyctl link %%logon:%s "$(ring %s)"'):format(trace.quote(args[2]), trace.quote(args[1]))
+  elseif SHOWN_ONLY[op] then
+    line = comment(line) .. "  (not replayable: its secret is not in the transcript)"
   end
   return line
 end
 
--- After the operation: remember what the kernel named.
-local function learn(core, op, args)
-  if op == "dm_create" then
-    local ok, info = pcall(core.dm_info, args[1])
-    if ok and info then names[info.major .. ":" .. info.minor] = "/dev/mapper/" .. args[1] end
+local devices = 0
+
+-- After the operation: remember what the kernel named. A device is named by
+-- its path; one whose name the path can not carry as it is (a space, a
+-- quote: udev escapes those) by a variable the transcript sets.
+local function learn(kernel, core, op, args)
+  local name = op == "dm_create" and args[1] or op == "luks_open" and args[2] or op == "verity_open" and args[3]
+  if name then
+    local ok, info = pcall(core.dm_info, name)
+    if not (ok and info) then return end
+    local devno = info.major .. ":" .. info.minor
+    if name:match("^[%w%-%._+]+$") then
+      names[devno] = "/dev/mapper/" .. name
+    else
+      devices = devices + 1
+      names[devno] = "${D" .. devices .. "}"
+      out(kernel, ("D%d=$(dmsetup info -c --noheadings -o major,minor --separator : -- %s)")
+                  :format(devices, trace.quote(name)))
+    end
   elseif op == "dm_rename" then
     for k, v in pairs(names) do if v == "/dev/mapper/" .. args[1] then names[k] = "/dev/mapper/" .. args[2] end end
   end
@@ -91,20 +121,20 @@ end
 function trace.call(kernel, core, op, args, run)
   local line = kernel.render(op, table.unpack(args, 1, args.n))
   if READS[op] then
-    out(kernel, "# " .. named(line))
+    out(kernel, comment(named(line)))
     return run()
   end
   local r = table.pack(pcall(run))
   if not r[1] then
-    out(kernel, ("# failed: %s (%s)"):format(named(line), tostring(r[2]):gsub("\n", " ")))
+    out(kernel, comment(("failed: %s (%s)"):format(named(line), (tostring(r[2]):gsub("\n", " ")))))
     error(r[2], 0)
   end
   if NOOP_WHEN_FALSE[op] and r[2] == false then
-    out(kernel, "# " .. named(line) .. "  (there was nothing to do)")
+    out(kernel, comment(named(line)) .. "  (there was nothing to do)")
   else
     out(kernel, adjust(op, named(line), args, r[2]))
   end
-  learn(core, op, args)
+  learn(kernel, core, op, args)
   return table.unpack(r, 2, r.n)
 end
 
@@ -113,6 +143,6 @@ end
 function trace.note(kernel, line) out(kernel, named(line)) end
 
 --- A hex key in a table, as the transcript reads it back from its file.
-function trace.key_word(desc, bytes) return ("$(key_hex %s %d)"):format(desc, bytes) end
+function trace.key_word(desc, bytes) return ("$(key_hex %s %d)"):format(trace.quote(desc), bytes) end
 
 return trace

@@ -42,8 +42,8 @@ end
 -- @tparam[opt=8] integer chunk sectors
 local function zero_cow(cow, sectors)
   local path = type(cow) == "table" and cow.path or cow
-  kernel.note(("dd if=/dev/zero of=%s bs=512 count=%d conv=notrunc"):format(kernel.quote(path), sectors))
-  if kernel.dry_run then return end
+  local line = ("dd if=/dev/zero of=%s bs=512 count=%d conv=notrunc"):format(kernel.quote(path), sectors)
+  if kernel.dry_run then return kernel.note(line) end
   local f = kernel.blkdev(path)
   if #f.holders > 0 then
     check.fail("prepare", f.path, "COW device is in use (held by %s)", table.concat(f.holders, ", "))
@@ -55,6 +55,7 @@ local function zero_cow(cow, sectors)
   if not ok or not cok then
     core.error {op = "prepare", name = f.path, errno = wcode or ccode or 0, message = werr or cerr}
   end
+  kernel.note(line)
 end
 
 -- What zeroing covers: the chunk, or the kernel's default when it chooses.
