@@ -473,8 +473,10 @@ static void push_targets(lua_State *L, struct dm_task *dmt, int fn, int keys)
 		lua_setfield(L, -2, "length");
 		lua_pushstring(L, type);
 		lua_setfield(L, -2, "type");
-		if (params && (n = secret_word(L, fn, type)) > 0)
+		if (params && (n = secret_word(L, fn, type)) > 0) {
+			secret_task |= params[0] != '\0';	/* a table's key went through libc: scrub after */
 			push_secret(L, params, n, keys);
+		}
 		lua_getfield(L, -1, "params");
 		if (lua_isnil(L, -1)) {
 			lua_pushstring(L, params ? params : "");
@@ -495,10 +497,8 @@ static int read_targets(lua_State *L, int type, const char *op)
 	dmt = new_task(L, type, op, name);
 	if (opt_bool_field(L, 2, "inactive", 0))
 		dm_task_query_inactive_table(dmt);
-	/* Secrets pass through this buffer: have libdevmapper wipe it (and,
-	 * after a table, the stack and registers its text went through). */
+	/* Secrets pass through this buffer: have libdevmapper wipe it. */
 	dm_task_secure_data(dmt);
-	secret_task = type == DM_DEVICE_TABLE;
 	run(L, dmt, op, name, 0);
 	push_targets(L, dmt, fn, keys);
 	task_destroy(dmt);

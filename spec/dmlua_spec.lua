@@ -3,12 +3,6 @@
 local support = require "spec.support"
 after_each(support.cleanup)
 
-local function write(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
-
 -- Both interpreters run the same command line in dir, found by PATH as
 -- "lua5.4" and "dmlua"; dmlua's name, its version suffix and its own block
 -- of the usage are put back to lua5.4's before comparing.
@@ -25,11 +19,11 @@ end
 describe("dmlua beside lua5.4", function()
   it("answers every command line of the battery as lua5.4 does", function()
     local dir = support.tmpdir()
-    write(dir .. "/s.lua", 'print("script", ...)\n')
-    write(dir .. "/-", 'print("a file named -")\n')
-    write(dir .. "/err.lua", 'error("e")\n')
-    write(dir .. "/repl.txt", "for i = 1, 2 do\nprint(i)\nend\n=1+1\nreturn 1, nil, 3\nlocal t = {}\nt\nx = \n5\nprint(x)\n")
-    write(dir .. "/prompt.txt", '_PROMPT = "P> "\n_PROMPT2 = "P>> "\nif true then\nprint(1)\nend\n')
+    support.file(dir .. "/s.lua", 'print("script", ...)\n')
+    support.file(dir .. "/-", 'print("a file named -")\n')
+    support.file(dir .. "/err.lua", 'error("e")\n')
+    support.file(dir .. "/repl.txt", "for i = 1, 2 do\nprint(i)\nend\n=1+1\nreturn 1, nil, 3\nlocal t = {}\nt\nx = \n5\nprint(x)\n")
+    support.file(dir .. "/prompt.txt", '_PROMPT = "P> "\n_PROMPT2 = "P>> "\nif true then\nprint(1)\nend\n')
     local battery = {
       -- refused options: the reason, then the usage, status 1
       "-z", "-e", "-l", "-e -x", "-l -x", "-vx", "-Ex", "-ix", "--x", "-Wfoo",
@@ -60,7 +54,7 @@ describe("dmlua beside lua5.4", function()
 
   it("ends a chunk cut short by the end of input with its syntax error (lua5.4 prints '(null)')", function()
     local dir = support.tmpdir()
-    write(dir .. "/cut.txt", "for i = 1, 2 do\n")
+    support.file(dir .. "/cut.txt", "for i = 1, 2 do\n")
     local out = support.sh(("cd %s && %s/build/dmlua -i < cut.txt 2>&1; echo rc=$?"):format(dir, os.getenv("PWD")))
     assert.matches(">> stdin:1: 'end' expected near <eof>\n", out, 1, true)
     assert.matches("rc=0", out, 1, true)

@@ -11,6 +11,13 @@ local testing = require "devmapper.testing"
 support.defer, support.cleanup, support.tmpdir = testing.defer, testing.cleanup, testing.tmpdir
 support.loops, support.device = testing.loops, testing.device
 
+--- Write a whole file (a script, a key, a transcript) for a test.
+function support.file(path, text)
+  local f = assert(io.open(path, "wb"))
+  f:write(text)
+  f:close()
+end
+
 --- Run a shell command (the oracles: dmsetup, cryptsetup, ...); output, exit status.
 function support.sh(cmd)
   local p = io.popen(cmd .. " 2>&1")

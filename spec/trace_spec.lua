@@ -4,12 +4,6 @@ local dm = require "devmapper"
 local support = require "spec.support"
 after_each(support.cleanup)
 
-local function write(path, text)
-  local f = assert(io.open(path, "wb"))
-  f:write(text)
-  f:close()
-end
-
 -- Devices and their tables, loops named by their backing files, keyring
 -- references kept: what two runs that made the same devices share.
 local function world()
@@ -41,7 +35,7 @@ end
 
 local function replay(transcript)
   local dir = support.tmpdir()
-  write(dir .. "/replay.sh", transcript)
+  support.file(dir .. "/replay.sh", transcript)
   key_files(transcript, dir)
   return support.sh(("DMLUA_KEYS=%s bash %s/replay.sh 2>&1"):format(dir, dir))
 end
@@ -75,7 +69,7 @@ describe("--trace transcript", function()
     assert.is_true(ok)
     local script = table.concat(text)
     local dir = support.tmpdir()
-    write(dir .. "/t.sh", script)
+    support.file(dir .. "/t.sh", script)
     local out, code = support.sh("bash -n " .. dir .. "/t.sh")
     assert.equal(0, code, out .. script)
     assert.matches("# failed: dmsetup load x <<EOF\n# 0 8 zero \n# 8 8 error \n# EOF", script, 1, true)
@@ -88,7 +82,7 @@ end)
 describe("--trace #kernel", function()
   it("replays a script that leaves its devices up: the same devices and tables", function()
     local dir = support.tmpdir()
-    write(dir .. "/make.lua", ([[
+    support.file(dir .. "/make.lua", ([[
       local dm = require "devmapper"
       local l1 = dm.loop.create("%s/a.img", "4MiB")
       local l2 = dm.loop.create("%s/b.img", "4MiB")

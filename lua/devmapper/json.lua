@@ -3,7 +3,8 @@
 -- Objects' keys are sorted, so the same value gives the same text. A Key
 -- is never exported: it is written as "<key>". Byte strings that are not
 -- text (a salt) are written in hex. A value with a `__json` metamethod (a
--- Plan, a Table, a segment, a Device, a Loop) is written as what it returns.
+-- Plan, a Table, a segment) is written as what it returns; a Device or a
+-- Loop as its fields.
 -- @usage print(dm.json(dev:info()))
 local check = require "devmapper.check"
 local field = require "devmapper.field"
