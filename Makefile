@@ -27,7 +27,7 @@ endif
 # Debian packages needed to build, test and run the sandbox.
 DEBS = gcc make pkg-config lua5.4 liblua5.4-dev libdevmapper-dev libssl-dev libcryptsetup-dev libreadline-dev \
        lua-busted qemu-system-x86 linux-image-amd64 busybox-static \
-       dmsetup cryptsetup-bin keyutils gdb udev strace luarocks
+       dmsetup cryptsetup-bin keyutils gdb udev strace luarocks lua-ldoc
 
 all: build/devmapper/core.so build/dmlua build/liblua-devmapper.so build/liblua-devmapper.a
 
@@ -83,6 +83,14 @@ build/asan/dmlua: csrc/dmlua.c build/embedded.c $(CORE) csrc/internal.h csrc/dev
 	$(CC) $(SANITIZE) -std=gnu11 -Wall -Wextra $(shell pkg-config --cflags $(PKGS)) -Icsrc -o $@ \
 	  csrc/dmlua.c build/embedded.c $(CORE) $(LDLIBS) $(DMLUA_FLAGS) -Wl,-E
 
+# The API reference (LDoc, config.ld): build/doc/index.html. make install
+# builds it with the ldoc it finds (make doc installs lua-ldoc first).
+DOCSRC = config.ld doc/ldoc_text.lua $(LUASRC) $(wildcard doc/api/*.lua)
+build/doc/index.html: $(DOCSRC)
+	@rm -rf build/doc
+	LUA_PATH="doc/?.lua;;" ldoc .
+doc: deps build/doc/index.html
+
 # Installs whatever Debian package is missing (needs root and apt-get).
 deps:
 	@missing=$$(for p in $(DEBS); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
@@ -124,7 +132,7 @@ SCALE ?= 10,100,1000
 bench: deps all build/bench-floor
 	DMLUA_SANDBOX_MEMORY=4G build/dmlua --sandbox bench/run.lua $(N) $(ROUNDS) $(SCALE)
 
-install: all
+install: all build/doc/index.html
 	install -D -m 755 build/dmlua $(DESTDIR)$(PREFIX)/bin/dmlua
 	install -D -m 755 build/devmapper/core.so $(DESTDIR)$(PREFIX)/lib/lua/$(LUAVER)/devmapper/core.so
 	install -d $(DESTDIR)$(PREFIX)/share/lua/$(LUAVER)/devmapper/targets
@@ -138,6 +146,9 @@ install: all
 	printf '%s\n' "$$PC" > $(DESTDIR)$(PREFIX)/lib/pkgconfig/lua-devmapper.pc
 	install -D -m 644 doc/dmlua.1 $(DESTDIR)$(PREFIX)/share/man/man1/dmlua.1
 	install -D -m 644 doc/devmapper.3 $(DESTDIR)$(PREFIX)/share/man/man3/devmapper.3
+	install -d $(DESTDIR)$(PREFIX)/share/doc/lua-devmapper/modules
+	install -m 644 build/doc/*.html build/doc/*.css $(DESTDIR)$(PREFIX)/share/doc/lua-devmapper/
+	install -m 644 build/doc/modules/*.html $(DESTDIR)$(PREFIX)/share/doc/lua-devmapper/modules/
 
 # LuaRocks (build type "make"): `luarocks make` builds these and installs
 # them into the rock's LUADIR, LIBDIR and BINDIR.
@@ -152,4 +163,4 @@ install-rock: rock
 clean:
 	rm -rf build
 
-.PHONY: all deps test test-host fuzz demo bench install rock install-rock clean
+.PHONY: all deps doc test test-host fuzz demo bench install rock install-rock clean

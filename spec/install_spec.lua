@@ -4,14 +4,15 @@ local support = require "spec.support"
 after_each(support.cleanup)
 
 describe("make install", function()
-  it("installs dmlua, the module, the library, the header, pkg-config and man pages; the example builds from them", function()
+  it("installs dmlua, the module, the library, the header, pkg-config, man pages and the HTML reference; the example builds from them", function()
     local dest = support.tmpdir()
     local out, code = support.sh(("make -s install DESTDIR=%s PREFIX=/usr"):format(dest))
     assert.equal(0, code, out)
     for _, f in ipairs {"bin/dmlua", "lib/lua/5.4/devmapper/core.so", "share/lua/5.4/devmapper/init.lua",
                         "share/lua/5.4/devmapper/targets/thin_pool.lua", "lib/liblua-devmapper.so.0",
                         "lib/liblua-devmapper.so", "lib/liblua-devmapper.a", "include/lua-devmapper/devmapper.h",
-                        "lib/pkgconfig/lua-devmapper.pc", "share/man/man1/dmlua.1", "share/man/man3/devmapper.3"} do
+                        "lib/pkgconfig/lua-devmapper.pc", "share/man/man1/dmlua.1", "share/man/man3/devmapper.3",
+                        "share/doc/lua-devmapper/index.html", "share/doc/lua-devmapper/modules/devmapper.html"} do
       assert.is_true(support.opens(dest .. "/usr/" .. f), f)
     end
     -- the example, built with only what was installed (and the system's Lua and libraries)

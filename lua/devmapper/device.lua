@@ -1,4 +1,5 @@
 --- Device-mapper devices: create, load, suspend, resume, remove and read back.
+-- @module devmapper.device
 local check = require "devmapper.check"
 local core = require "devmapper.core"
 local kernel = require "devmapper.kernel"
@@ -78,6 +79,7 @@ end
 
 --- Create from a table already resolved (Table:targets) with ctx: what
 -- dm.create does once it has checked the name and resolved the table.
+-- @local
 function device.make(name, t, targets, ctx, opts)
   t:before_create(ctx)
   -- a table without keyring keys touches no ring: a stale one, left by a
@@ -108,6 +110,7 @@ end
 -- was just written, to probe it (its "watch" rule), so while udev has
 -- events queued an open count may be udev's own; wait for its queue to
 -- drain, at most 5 s. Without udev, the info at once.
+-- @local
 function device.settled_info(name)
   local info = kernel.call("dm_info", name)
   local deadline = core.monotonic() + 5
@@ -122,6 +125,7 @@ function device.settled_info(name)
 end
 
 --- A Device for a name, without asking the kernel (for a caller that just did).
+-- @local
 function device.named(name) return wrap(name) end
 
 --- All devices, in one ioctl: {{name=, major=, minor=}, ...}.
@@ -129,12 +133,18 @@ function device.list()
   return kernel.call("dm_list")
 end
 
+--- A device-mapper device (devmapper.Device), from dm.create or dm.device:
+-- its `name` and `path` (/dev/mapper/NAME). The messages of its targets are
+-- methods too (see Target messages in @{devmapper}).
+-- @type Device
+
 -- Load the resolved targets into the inactive slot, keys first.
 local function load(self, targets, opts)
   with_keys(self.name, targets, "dm_load", {readonly = readonly(targets, opts and opts.readonly)})
 end
 
 --- Load a table into the inactive slot (dmsetup load); resume makes it live.
+-- @param t a Table, a single target, or dmsetup table text
 -- @tparam[opt] table opts {readonly =, lookup =}
 function Device:load(t, opts)
   opts = opts or {}
@@ -211,6 +221,7 @@ end
 
 --- Resume a device if it is suspended; if the resume fails, give it the
 -- error target so that nothing waits on it forever.
+-- @local
 function device.ensure_resumed(name)
   local ok, info = pcall(kernel.call, "dm_info", name)
   if not ok or not info or not info.suspended then return end
@@ -224,7 +235,8 @@ function device.ensure_resumed(name)
   end
 end
 
---- Remove the device (dmsetup remove --retry); its keyring keys go with it.
+--- Remove the device; its keyring keys go with it.
+-- As `dmsetup remove --retry`.
 -- @tparam[opt] table opts {retry = true, deferred = false, force = false: if it is
 --   open, first give it the error target so that its users fail fast, as
 --   dmsetup remove --force does}
@@ -279,6 +291,7 @@ end
 --- Send the message `name` of one of the device's live targets, as its
 -- declaration makes it from the arguments (checked before the kernel sees
 -- them); returns what the declaration returns.
+-- @local
 function device.send(self, name, ...)
   local types = {}
   for _, l in ipairs(kernel.call("dm_status", self.name)) do
@@ -323,6 +336,8 @@ function Device:deps()
   return out
 end
 
+--- The device's number, "major:minor" (nil once it is gone).
+-- @treturn string
 function Device:devno()
   local i = self:info()
   return i and (i.major .. ":" .. i.minor)
@@ -336,5 +351,8 @@ end
 function Device:__tostring() return "devmapper.Device " .. self.name end
 
 device.Device = Device
+--- A Table from what dm.create takes (a Table, a target or table text).
+-- @function as_table
+-- @local
 device.as_table = as_table
 return device

@@ -6,6 +6,7 @@
 -- Plan, a Table, a segment) is written as what it returns; a Device or a
 -- Loop as its fields.
 -- @usage print(dm.json(dev:info()))
+-- @module devmapper.json
 local check = require "devmapper.check"
 local field = require "devmapper.field"
 

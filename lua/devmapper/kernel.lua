@@ -2,6 +2,7 @@
 -- This is where `--trace` prints the dmsetup/losetup equivalent of each
 -- operation, where `--dry-run` stops it (answering from a model of what
 -- would exist), and where specs inject a fault into the Nth operation.
+-- @module devmapper.kernel
 local core = require "devmapper.core"
 
 local TRACE = os.getenv("DMLUA_TRACE")
@@ -63,6 +64,9 @@ local function q(s)
   return "'" .. s:gsub("'", "'\\''") .. "'"
 end
 
+--- A word quoted for the shell, as plans and transcripts print it.
+-- @function quote
+-- @local
 kernel.quote = q
 
 local function lines(targets)
@@ -281,6 +285,7 @@ local dry_ops = {
 
 --- The command line an operation reads as (for plans).
 -- @tparam string op a core function name, then its arguments
+-- @local
 function kernel.render(op, ...) return render[op](...) end
 
 -- Operations that wait for udev answer a warning when the wait gave up.
@@ -306,6 +311,7 @@ end
 
 --- Call core[op](...) through the trace, dry-run and fault hooks.
 -- @tparam string op a core function name ("dm_create", "loop_attach", ...)
+-- @local
 function kernel.call(op, ...)
   if kernel.fault and kernel.fault(op, ...) then
     core.error {op = op:gsub("^%a+_", ""), name = tostring((...)), errno = 5, message = "injected fault"}
@@ -334,6 +340,7 @@ end
 
 --- A change the module makes outside the kernel (a file it removes), shown
 -- in a dry run and written to a transcript as the command it stands for.
+-- @local
 function kernel.note(line)
   if kernel.dry_run then kernel.out:write("(dry-run) ", line, "\n")
   elseif kernel.trace then require("devmapper.trace").note(kernel, line) end
@@ -351,6 +358,7 @@ function kernel.udev_timeout(seconds) return core.dm_udev_timeout(seconds) end
 -- In a dry run, the loops and devices that would exist answer too.
 -- @tparam string dev a path or "major:minor"
 -- @tparam[opt] boolean brief only what a table's checks need (see core.blkdev)
+-- @local
 function kernel.blkdev(dev, brief)
   if kernel.dry_run then
     local l = dry.loops[dev]
@@ -374,6 +382,7 @@ function kernel.blkdev(dev, brief)
 end
 
 --- Total kernel operations counted so far (for specs).
+-- @local
 function kernel.total()
   local n = 0
   for _, c in pairs(kernel.count) do n = n + c end

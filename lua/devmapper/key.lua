@@ -169,8 +169,8 @@ function key.derive(pass, opts)
   return core.key_scrypt(pass, salt, N, r, p, n), {kdf = kdf, salt = salt, N = N, r = r, p = p, size = n}
 end
 
---- The key `cryptsetup open --type plain` makes from a passphrase, so a
--- volume opens with either tool.
+--- The key cryptsetup's plain mode makes from a passphrase, so a
+-- volume opens with either tool (`cryptsetup open --type plain`).
 -- `hash` is a digest ("sha256", "ripemd160", ...), hashed in rounds when the
 -- key is longer than one digest; "name:n" fills n bytes and pads with zeros;
 -- "plain" uses the passphrase bytes, cut to size or padded with zeros.
@@ -242,6 +242,8 @@ end
 
 --- Put the key in the user keyring (@u) as a `logon` key, which the kernel
 -- keeps from user space. A scope that is open takes it out again.
+-- @function Key:to_keyring
+-- @within Class Key
 -- @tparam[opt] string desc "devmapper:..." (default: a random one)
 -- @treturn string the reference dm-crypt tables take: ":<size>:logon:<desc>"
 -- @usage local ref = k:to_keyring("devmapper:secret")  -- ":64:logon:devmapper:secret"

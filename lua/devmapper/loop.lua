@@ -1,4 +1,5 @@
 --- Loop devices ("How To Fake It With A Loop"): a file as a block device.
+-- @module devmapper.loop
 local core = require "devmapper.core"
 local kernel = require "devmapper.kernel"
 local size = require "devmapper.size"
@@ -42,7 +43,8 @@ local function attach_opts(opts)
   return o
 end
 
---- Attach a loop device to an existing file (losetup --find --show).
+--- Attach a loop device to an existing file.
+-- As `losetup --find --show`.
 -- @tparam string file
 -- @tparam[opt] table opts {readonly=, autoclear=, offset=, sizelimit=, direct_io=, partscan=,
 -- block_size = logical block size in bytes (losetup --sector-size)}; offset and sizelimit are
@@ -93,6 +95,10 @@ function loop.find(file)
   return out
 end
 
+--- A loop device (devmapper.Loop): its `path`, `number`, `major`, `minor`
+-- and backing `file`.
+-- @type Loop
+
 --- Detach (losetup -d). A device still in use is detached when released.
 function Loop:detach()
   kernel.call("loop_detach", self.path)
@@ -127,6 +133,8 @@ function Loop:sectors()
   return kernel.blkdev(self.path).sectors
 end
 
+--- The loop device's number, "major:minor".
+-- @treturn string
 function Loop:devno() return self.major .. ":" .. self.minor end
 
 function Loop:__tostring() return ("devmapper.Loop %s (%s)"):format(self.path, self.file or "?") end

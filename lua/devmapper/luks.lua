@@ -141,7 +141,8 @@ local function call(op, ...)
   error(err, 0)
 end
 
---- Open a LUKS volume as a device-mapper device (cryptsetup open --type luks).
+--- Open a LUKS volume as a device-mapper device.
+-- As `cryptsetup open --type luks`.
 -- The device is tracked by an open dm.scope() (closed with it).
 -- @param dev a path, Loop or Device
 -- @tparam string name the device-mapper name (/dev/mapper/name)
@@ -201,6 +202,7 @@ function luks.is_luks(dev) return kernel.call("luks_is", path_of("luks.is_luks",
 function luks.info(dev) return kernel.call("luks_info", path_of("luks.info", dev)) end
 
 --- Add a key slot that opens with `new` (cryptsetup luksAddKey).
+-- @param dev the volume: a path, a Loop or a Device
 -- @tparam table opts {passphrase = Key (one that opens it now), new = Key, slot =, pbkdf =}
 -- @treturn integer the slot
 function luks.add_key(dev, opts)
@@ -214,6 +216,7 @@ function luks.add_key(dev, opts)
 end
 
 --- The slot that opens with `passphrase` opens with `new` instead (cryptsetup luksChangeKey).
+-- @param dev the volume: a path, a Loop or a Device
 -- @tparam table opts {passphrase = Key, new = Key, pbkdf =}
 -- @treturn integer the slot now holding it
 function luks.change_key(dev, opts)
@@ -242,6 +245,8 @@ local function not_last(op, path, opts, slot)
 end
 
 --- Destroy the slot that opens with the passphrase (cryptsetup luksRemoveKey).
+-- @param dev the volume: a path, a Loop or a Device
+-- @param passphrase a Key or a string: the one its slot opens with
 -- @tparam[opt] table opts {force = true: even the last slot}
 -- @treturn integer the slot destroyed
 function luks.remove_key(dev, passphrase, opts)
@@ -253,6 +258,8 @@ function luks.remove_key(dev, passphrase, opts)
 end
 
 --- Destroy a key slot without asking for its passphrase (cryptsetup luksKillSlot).
+-- @param dev the volume: a path, a Loop or a Device
+-- @tparam integer slot 0 to 31
 -- @tparam[opt] table opts {force = true: even the last slot}
 function luks.kill_slot(dev, slot, opts)
   local op = "luks.kill_slot"

@@ -2,6 +2,7 @@
 -- device-mapper, with the host's root filesystem mounted read-only.
 -- This is the one module that runs programs (qemu, cpio); it never runs
 -- dmsetup or losetup.
+-- @module devmapper.sandbox
 local core = require "devmapper.core"
 
 local sandbox = {}
@@ -9,6 +10,9 @@ local sandbox = {}
 local function sh_quote(s)
   return "'" .. tostring(s):gsub("'", "'\\''") .. "'"
 end
+--- A word quoted for sh.
+-- @function quote
+-- @local
 sandbox.quote = sh_quote
 
 local function exists(path)

@@ -3,6 +3,7 @@
 -- even when the block raised. Things already undone by hand are skipped.
 -- Undo goes on: every step is tried; what failed is reported in one error
 -- that lists what is left and can try it again.
+-- @module devmapper.scope
 local core = require "devmapper.core"
 local kernel = require "devmapper.kernel"
 

@@ -3,6 +3,7 @@
 -- device suspended or half-built: `take` (Point B, a point-in-time view of a
 -- live device, for a backup) and `overlay` (Point A, a writable layer over a
 -- base that stays untouched, to discard or to merge into the base).
+-- @module devmapper.snapshot
 local check = require "devmapper.check"
 local device = require "devmapper.device"
 local dmtable = require "devmapper.table"

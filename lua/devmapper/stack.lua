@@ -3,6 +3,7 @@
 -- idempotently, torn down in the order the kernel's holders dictate.
 -- Member M of a stack with prefix P is the device "P-M" with the UUID
 -- "DMLUA-P-M", so that dm.cleanup(P) finds exactly what a crashed script made.
+-- @module devmapper.stack
 local check = require "devmapper.check"
 local core = require "devmapper.core"
 local device = require "devmapper.device"

@@ -1,6 +1,7 @@
 --- Tables: segments composed in order, starts computed, formatted exactly as
 -- `dmsetup table` prints them, parsed back from that text, and checked
 -- against the kernel's rules before any ioctl.
+-- @module devmapper.table
 local check = require "devmapper.check"
 local field = require "devmapper.field"
 local kernel = require "devmapper.kernel"
@@ -51,6 +52,7 @@ end
 -- major:minor (a stack's members); returns a Loop, Device, path or nil
 -- @tparam[opt] boolean lenient render unknown devices by name instead of raising
 -- @tparam[opt] boolean describe render devices as paths (and loop backing files)
+-- @local
 function M.context(lookup, lenient, describe)
   local cache = {}
   local ctx = {}
@@ -168,7 +170,8 @@ end
 
 --- The targets as the kernel will get them, after every check.
 -- @tparam[opt] table ctx from M.context
--- @tparam[opt] string op, name for error messages
+-- @tparam[opt] string op for error messages
+-- @tparam[opt] string name the device, for error messages
 function Table:targets(ctx, op, name)
   return resolve(self, ctx or M.context(), op or "table", name, true, "kernel")
 end
@@ -181,11 +184,13 @@ end
 
 --- Run what each segment needs before a device is created with the table
 -- (a snapshot's COW zeroed).
+-- @local
 function Table:before_create(ctx)
   for _, s in ipairs(self) do s:before_create(ctx) end
 end
 
 --- The command lines before_create stands for (for plans).
+-- @local
 function Table:before_create_lines(ctx)
   local l = {}
   for _, s in ipairs(self) do l[#l + 1] = s:before_create(ctx, true) end
@@ -238,6 +243,7 @@ function Table.__eq(a, b) return a:compare_text() == b:compare_text() end
 -- prints them: the module formats exactly that text, so no parsing is needed.
 -- Keys compare by value (never as text). Some targets end their text with
 -- a blank (thin-pool's "0 "), which is no part of a parameter.
+-- @local
 function M.same_targets(mine, live)
   if #mine ~= #live then return false end
   for i, a in ipairs(mine) do
@@ -310,6 +316,7 @@ end
 -- each target's words read by its declaration (no text in between).
 -- @tparam table targets from core.dm_table
 -- @tparam boolean masked the keys were masked (read without {keys = true})
+-- @local
 function M.from_targets(targets, masked)
   local t = setmetatable({}, Table)
   for i, s in ipairs(targets) do
@@ -328,6 +335,9 @@ function M.from_targets(targets, masked)
 end
 
 M.Table = Table
+--- Whether x is a Table.
+-- @function is_table
+-- @treturn boolean
 M.is_table = is_table
 
 return setmetatable(M, {__call = function(_, segs) return new(segs) end})

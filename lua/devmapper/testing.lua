@@ -10,6 +10,7 @@
 --   local bad = testing.fault("error", disk)   -- every I/O fails
 --   ...
 -- end)
+-- @module devmapper.testing
 local check = require "devmapper.check"
 local core = require "devmapper.core"
 

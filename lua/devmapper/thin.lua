@@ -3,6 +3,7 @@
 -- size. `dm.thin` is the thin target's builder (callable) and carries the
 -- workflow: `dm.thin.pool {...}` makes a pool device, `pool:volume(name,
 -- size)` a volume, `vol:snapshot(name)` a snapshot of it.
+-- @module devmapper.thin
 local check = require "devmapper.check"
 local device = require "devmapper.device"
 local scope = require "devmapper.scope"
@@ -25,7 +26,8 @@ Pool.__index = Pool
 local Volume = {__name = "devmapper.ThinVolume"}
 Volume.__index = Volume
 
---- Make a pool device: dmsetup create NAME --table "0 <data size> thin-pool
+--- Make a pool device.
+-- As dmsetup create NAME --table "0 <data size> thin-pool
 -- <metadata> <data> <block> <low water> ...". A zeroed metadata device gets
 -- a new pool; a pool's metadata opens that pool (its volumes are then
 -- there to open, with pool:volume(name, size, {id = n, create = false})).

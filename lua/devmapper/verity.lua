@@ -114,6 +114,9 @@ end
 
 --- Map `data` read-only as /dev/mapper/name, checked against the tree
 -- (veritysetup open). Tracked by an open dm.scope().
+-- @param data the data device: a path, a Loop or a Device
+-- @param hash the hash device (the tree, after its superblock)
+-- @tparam string name the device-mapper name
 -- @tparam string root the root hash, hex
 -- @tparam[opt] table opts {hash_offset =; and, for superblock = false, the
 --   format's parameters: hash, salt, data_block_size, hash_block_size, data_blocks}

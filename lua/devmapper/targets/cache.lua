@@ -1,3 +1,5 @@
+--- @module devmapper
+
 --- cache: a fast device in front of a slow one (dm-cache-target.c:
 -- <metadata> <cache> <origin> <block size> <#features> <feature>...
 -- <policy> <#policy args> <policy arg>...). The kernel keeps every word
@@ -10,6 +12,13 @@
 -- writeback cache's metadata says which blocks of the cache are newer than
 -- the origin, and losing it loses those writes. Zero it yourself for a
 -- new cache (a fresh sparse file is zeroed).
+--
+-- Built as dm.cache {metadata =, cache =, origin =, block = sectors or a size (32KiB to 1GiB, a
+-- multiple of 32KiB), mode = "writeback" | "writethrough" | "passthrough" (the kernel's
+-- default is writeback), features = {"metadata2", "no_discard_passdown"}, policy = "smq",
+-- policy_args = {migration_threshold = 2048}, length =}
+-- @function cache
+-- @within Target builders
 -- @usage dm.cache {metadata = m, cache = c, origin = o, block = "64KiB", mode = "writethrough"}
 local check = require "devmapper.check"
 local field = require "devmapper.field"
@@ -140,7 +149,7 @@ local decl = {
     {"policy_args", policy_args},
   },
   extra = {"mode"},
-  --- dm.cache {metadata =, cache =, origin =, block = sectors or a size (32KiB to 1GiB, a
+  -- dm.cache {metadata =, cache =, origin =, block = sectors or a size (32KiB to 1GiB, a
   -- multiple of 32KiB), mode = "writeback" | "writethrough" | "passthrough" (the kernel's
   -- default is writeback), features = {"metadata2", "no_discard_passdown"}, policy = "smq",
   -- policy_args = {migration_threshold = 2048}, length =}
@@ -255,6 +264,8 @@ local decl = {
   end,
   messages = {
     --- dev:migration_threshold(sectors): how much I/O migrations may use at once.
+    -- @function Device:migration_threshold
+    -- @within Target messages
     migration_threshold = function(dev, n)
       if math.type(n) ~= "integer" or n < 0 then
         check.fail("migration_threshold", dev.name, "must be an integer number of sectors >= 0, got %s", tostring(n))
@@ -262,6 +273,8 @@ local decl = {
       return dev:message(("migration_threshold %d"):format(n))
     end,
     --- dev:policy_config(key, value): a "<key> <value>" message (the core's or the policy's).
+    -- @function Device:policy_config
+    -- @within Target messages
     policy_config = function(dev, key, value)
       if type(key) ~= "string" or key == "" or field.word_rule(key) then
         check.fail("policy_config", dev.name, "key must be one word, got %s", check.quote(key))
@@ -276,6 +289,8 @@ local decl = {
     end,
     --- dev:invalidate_cblocks(3, {10, 20}, ...): drop cache blocks (a block, or {first, end}
     -- with end excluded); the kernel takes it only in passthrough mode.
+    -- @function Device:invalidate_cblocks
+    -- @within Target messages
     invalidate_cblocks = function(dev, ...)
       local w = {"invalidate_cblocks"}
       for i = 1, select("#", ...) do

@@ -1,3 +1,5 @@
+--- @module devmapper
+
 --- crypt: dm-crypt (dm-crypt.c: <cipher> <key> <iv_offset> <dev> <offset>
 -- [<#opt> <opt>...]). The key is a dm.key object; by default the kernel
 -- gets a keyring reference (":64:logon:devmapper:..."), so no key appears in
@@ -6,6 +8,11 @@
 -- The cipher name is the kernel's to judge (it loads ciphers on demand);
 -- the spec's form, the IV mode and the key size for ciphers known here are
 -- checked first.
+--
+-- Built as dm.crypt {dev, cipher = "aes-xts-plain64", key = Key, keyring = true, iv_offset =,
+-- offset =, length =, sector_size =, options = {"allow_discards", ...}}
+-- @function crypt
+-- @within Target builders
 -- @usage dm.crypt {l1, key = dm.key.random(64)}
 local check = require "devmapper.check"
 local field = require "devmapper.field"
@@ -137,7 +144,7 @@ return target.define {
     }},
   },
   extra = {"keyring", "sector_size"},
-  --- dm.crypt {dev, cipher = "aes-xts-plain64", key = Key, keyring = true, iv_offset =,
+  -- dm.crypt {dev, cipher = "aes-xts-plain64", key = Key, keyring = true, iv_offset =,
   -- offset =, length =, sector_size =, options = {"allow_discards", ...}}
   new = function(opts)
     local f = target.fields("crypt", opts, {"dev"})

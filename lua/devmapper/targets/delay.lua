@@ -1,3 +1,5 @@
+--- @module devmapper
+
 --- delay: reads, writes and flushes held back by a number of milliseconds,
 -- each class to a device area of its own (dm-delay.c: exactly 3, 6 or 9
 -- words: <dev> <offset> <delay> [<write dev> <write offset> <write delay>
@@ -5,6 +7,13 @@
 -- is all of them; with 6 the write class is the flushes' too. The kernel
 -- prints back as many words as it was given, so a segment keeps its form.
 -- Its status is the number of bios held back now, per class.
+--
+-- Built as dm.delay {dev, offset = 0, delay = ms, write = {dev, offset = 0, delay = ms},
+-- flush = {dev, offset = 0, delay = ms}, length =}. Without `write`, every
+-- class is the first (3 words); `flush` without `write` makes the write
+-- class the first's, written out (9 words).
+-- @function delay
+-- @within Target builders
 -- @usage dm.delay {l1, delay = 100}
 -- @usage dm.delay {l1, delay = 0, write = {l2, delay = 500}, flush = {l2, delay = 1000}}
 local check = require "devmapper.check"
@@ -61,7 +70,7 @@ local decl = {
     {"flush_delay", ms, optional = true},
   },
   extra = {"write", "flush"},
-  --- dm.delay {dev, offset = 0, delay = ms, write = {dev, offset = 0, delay = ms},
+  -- dm.delay {dev, offset = 0, delay = ms, write = {dev, offset = 0, delay = ms},
   -- flush = {dev, offset = 0, delay = ms}, length =}. Without `write`, every
   -- class is the first (3 words); `flush` without `write` makes the write
   -- class the first's, written out (9 words).
@@ -112,6 +121,8 @@ local decl = {
 }
 
 --- dev:reconfigure{delay = 0, write = {...}}: the device reloaded with new delays.
+-- @function Device:reconfigure
+-- @within Target messages
 decl.messages = {reconfigure = target.reconfigure("delay")}
 
 return target.define(decl)

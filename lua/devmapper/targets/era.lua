@@ -1,3 +1,5 @@
+--- @module devmapper
+
 --- era: the origin passed through, with the era in which each block was
 -- last written kept on a metadata device (dm-era-target.c: <metadata dev>
 -- <origin dev> <block size>), for finding what changed since a backup.
@@ -9,6 +11,10 @@
 -- metadata's superblock is zeroed, so that the kernel formats a new store
 -- (unless reuse = true); a segment parsed from table text opens the store
 -- it names as it is.
+--
+-- Built as dm.era {metadata =, origin =, block_size = sectors or size, length =, reuse = false}
+-- @function era
+-- @within Target builders
 -- @usage dm.era {metadata = l2, origin = l1, block_size = 128}
 local field = require "devmapper.field"
 local target = require "devmapper.target"
@@ -27,7 +33,7 @@ local decl = {
     {"block_size", field.number {parser = "scanf", bits = 32, min = 8, sectors = true}},
   },
   flags = {"reuse"},
-  --- dm.era {metadata =, origin =, block_size = sectors or size, length =, reuse = false}
+  -- dm.era {metadata =, origin =, block_size = sectors or size, length =, reuse = false}
   new = function(opts) return target.fields("era", opts, {}) end,
   length = function(r, ctx) return ctx.facts(r.origin).sectors end,
   -- the kernel checks nothing of the origin's size (it gives the whole device as
@@ -61,10 +67,16 @@ local decl = {
 local function say(word) return function(dev) dev:message(word) end end
 decl.messages = {
   --- dev:checkpoint(): close the current era and start the next.
+  -- @function Device:checkpoint
+  -- @within Target messages
   checkpoint = say("checkpoint"),
   --- dev:take_metadata_snap(): a snapshot of the metadata, for tools to read (its root in the status).
+  -- @function Device:take_metadata_snap
+  -- @within Target messages
   take_metadata_snap = say("take_metadata_snap"),
   --- dev:drop_metadata_snap(): let the metadata snapshot go.
+  -- @function Device:drop_metadata_snap
+  -- @within Target messages
   drop_metadata_snap = say("drop_metadata_snap"),
 }
 

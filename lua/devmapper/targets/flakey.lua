@@ -1,3 +1,5 @@
+--- @module devmapper
+
 --- flakey: a device that works for `up` seconds, then misbehaves for `down`
 -- seconds, over and over (dm-flakey.c: <dev> <offset> <up interval> <down
 -- interval> [<#features> <feature>...]). While down it fails every I/O,
@@ -9,6 +11,11 @@
 -- count back always (0 when there are none); its status is empty.
 -- There is no flakey message: dev:reconfigure{...} reloads the table with
 -- changed fields (how the kernel's documentation says to change them).
+--
+-- Built as dm.flakey {dev, offset = 0, up = seconds, down = seconds,
+-- features = {"drop_writes" | "error_writes", corrupt_bio_byte = {byte, "r" | "w", value, flags = 0}}, length =}
+-- @function flakey
+-- @within Target builders
 -- @usage dm.flakey {l1, up = 5, down = 1, features = {"drop_writes"}}
 -- @usage dm.flakey {l1, up = 0, down = 60, features = {corrupt_bio_byte = {32, "r", 255, 0}}}
 local check = require "devmapper.check"
@@ -93,7 +100,7 @@ local decl = {
     {"down", interval},
     {"features", features},
   },
-  --- dm.flakey {dev, offset = 0, up = seconds, down = seconds,
+  -- dm.flakey {dev, offset = 0, up = seconds, down = seconds,
   -- features = {"drop_writes" | "error_writes", corrupt_bio_byte = {byte, "r" | "w", value, flags = 0}}, length =}
   new = function(opts) return target.fields("flakey", opts, {"dev"}) end,
   length = function(r, ctx) return ctx.facts(r.dev).sectors - r.offset end,
@@ -116,6 +123,8 @@ local decl = {
 }
 
 --- dev:reconfigure{up = 0, down = 10, features = {...}}: the device reloaded with changed fields.
+-- @function Device:reconfigure
+-- @within Target messages
 decl.messages = {reconfigure = target.reconfigure("flakey")}
 
 return target.define(decl)

@@ -1,3 +1,5 @@
+--- @module devmapper
+
 --- integrity: a tag (a checksum) kept beside every sector, checked on
 -- every read (dm-integrity.c: <dev> <offset> <tag size|-> <J|B|D|R>
 -- <#options> <option>...; options are flags or name:value).
@@ -16,6 +18,15 @@
 -- interleave_sectors, buffer_sectors, and for J and B their watermark,
 -- commit time and bitmap values; the tag size an internal hash gives):
 -- a stack compares its members' tables with that in mind.
+--
+-- Built as dm.integrity {dev, offset = 0 (sectors: where the superblock is), tag_size = bytes or
+-- "-" (the internal hash's), mode = "J" | "B" | "D" | "R", options = {internal_hash = "crc32c",
+-- block_size = 4096, journal_sectors =, interleave_sectors =, buffer_sectors =,
+-- journal_watermark =, commit_time = ms, sectors_per_bit =, bitmap_flush_interval = ms,
+-- "allow_discards", "recalculate", "fix_padding", ...}, format = false, length =}
+-- length: the data sectors the superblock provides (the device must be formatted), or given.
+-- @function integrity
+-- @within Target builders
 -- @usage dm.integrity {l1, tag_size = 4, options = {internal_hash = "crc32c"}}
 local check = require "devmapper.check"
 local core = require "devmapper.core"
@@ -99,7 +110,7 @@ local function superblock(path, at)
           block_size = 512 << log2_spb}
 end
 
---- Zero the first 4 KiB at the offset, unless they hold an integrity superblock.
+-- Zero the first 4 KiB at the offset, unless they hold an integrity superblock.
 local function prepare(path, offset)
   local at = offset * 512
   if kernel.trace or kernel.dry_run then
@@ -142,7 +153,7 @@ local decl = {
     {"options", options},
   },
   flags = {"format"},
-  --- dm.integrity {dev, offset = 0 (sectors: where the superblock is), tag_size = bytes or
+  -- dm.integrity {dev, offset = 0 (sectors: where the superblock is), tag_size = bytes or
   -- "-" (the internal hash's), mode = "J" | "B" | "D" | "R", options = {internal_hash = "crc32c",
   -- block_size = 4096, journal_sectors =, interleave_sectors =, buffer_sectors =,
   -- journal_watermark =, commit_time = ms, sectors_per_bit =, bitmap_flush_interval = ms,

@@ -1,9 +1,15 @@
+--- @module devmapper
+
 --- log-writes: a device whose every write is passed through to `dev` and
 -- also logged, in order, on the `log` device (dm-log-writes.c: <dev> <log
 -- dev>), for replaying a filesystem's writes up to any point. Marks put a
 -- name into the log (dev:mark("before-fsync")). Status: the entries logged
 -- so far and the last log sector used (whether logging stopped: the log
 -- device filled up).
+--
+-- Built as dm.log_writes {dev, log = device, length =}
+-- @function log_writes
+-- @within Target builders
 -- @usage dm.log_writes {l1, log = l2}
 local check = require "devmapper.check"
 local field = require "devmapper.field"
@@ -19,7 +25,7 @@ local decl = {
     {"dev", field.device},
     {"log", field.device},
   },
-  --- dm.log_writes {dev, log = device, length =}
+  -- dm.log_writes {dev, log = device, length =}
   new = function(opts) return target.fields("log-writes", opts, {"dev"}) end,
   length = function(r, ctx) return ctx.facts(r.dev).sectors end,
   areas = function(r) return {{r.dev, 0, r.length, "dev"}} end,
@@ -46,6 +52,8 @@ decl.messages = {
   --- dev:mark(name): a mark entry named `name` in the log (one word; at most
   -- a logical block of the device less the entry header and a NUL, which is
   -- where the kernel would cut it).
+  -- @function Device:mark
+  -- @within Target messages
   mark = function(dev, name)
     if type(name) ~= "string" or name == "" or name:find("[%s%c\xa0]") then
       check.fail("mark", dev.name, "the mark must be one word (no white space or control characters), got %s",

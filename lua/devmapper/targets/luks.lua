@@ -1,3 +1,5 @@
+--- @module devmapper
+
 --- luks: a LUKS volume's data area, mapped as `cryptsetup open` maps it.
 -- Not a kernel target: when a table is resolved it becomes the crypt
 -- segment the header describes (cipher, data offset, sector size), with
@@ -6,6 +8,10 @@
 -- crypt member. The volume key lives in a Key, kept per segment while the
 -- header still takes it (checked each time: cheap), so a re-apply runs no
 -- PBKDF again, and a reencrypted or re-made volume is unlocked anew.
+--
+-- Built as dm.luks {dev, passphrase = Key | volume_key = Key, discards = false, length =}
+-- @function luks
+-- @within Target builders
 -- @usage dm.stack {prefix = "p", vault = dm.luks {l1, passphrase = k, discards = true}}
 local check = require "devmapper.check"
 local core = require "devmapper.core"
@@ -49,7 +55,7 @@ return target.define {
   type = "luks",
   params = {{"dev", field.device}},
   extra = {"passphrase", "volume_key", "discards"},
-  --- dm.luks {dev, passphrase = Key | volume_key = Key, discards = false, length =}
+  -- dm.luks {dev, passphrase = Key | volume_key = Key, discards = false, length =}
   new = function(opts)
     local f = target.fields("luks", opts, {"dev"})
     if (f.passphrase ~= nil) == (f.volume_key ~= nil) then

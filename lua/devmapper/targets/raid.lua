@@ -1,3 +1,5 @@
+--- @module devmapper
+
 --- raid: md's RAID personalities under device-mapper (dm-raid.c:
 -- <raid_type> <#raid_params> <chunk> [<param>...] <#raid_devs> (<metadata> <data>)...).
 -- The builder's `type` and `devices` are the segment's raid_type and raid_devs
@@ -20,6 +22,15 @@
 -- A stripe_cache below md's 256 may read back larger (md drops cache
 -- entries only as far as it can): tables compare equal when the live value
 -- is at least the one asked for.
+--
+-- Built as dm.raid {type = "raid1" | "raid5_ls" | ..., devices = {{metadata = dev or "-", data = dev}, ...},
+-- chunk = sectors (raid0/4/5/6/10; 0 or absent for raid1), region_size =, sync = true, nosync = true,
+-- rebuild = idx or {idx, ...}, write_mostly = idx or {...}, daemon_sleep = ms, min_recovery_rate =,
+-- max_recovery_rate = (KiB/s per device), stripe_cache =, raid10_copies =, raid10_format =,
+-- delta_disks =, data_offset =, journal_dev =, journal_mode =, length =}
+-- Device indexes are the kernel's (0 is devices[1]).
+-- @function raid
+-- @within Target builders
 -- @usage dm.raid {type = "raid1", devices = {{metadata = m1, data = d1}, {metadata = m2, data = d2}}}
 local check = require "devmapper.check"
 local field = require "devmapper.field"
@@ -298,7 +309,7 @@ return target.define {
   extra = {"type", "devices", "chunk", "sync", "nosync", "rebuild", "daemon_sleep", "min_recovery_rate", "max_recovery_rate",
            "write_mostly", "max_write_behind", "stripe_cache", "region_size", "raid10_copies", "raid10_format",
            "delta_disks", "data_offset", "journal_dev", "journal_mode"},
-  --- dm.raid {type = "raid1" | "raid5_ls" | ..., devices = {{metadata = dev or "-", data = dev}, ...},
+  -- dm.raid {type = "raid1" | "raid5_ls" | ..., devices = {{metadata = dev or "-", data = dev}, ...},
   -- chunk = sectors (raid0/4/5/6/10; 0 or absent for raid1), region_size =, sync = true, nosync = true,
   -- rebuild = idx or {idx, ...}, write_mostly = idx or {...}, daemon_sleep = ms, min_recovery_rate =,
   -- max_recovery_rate = (KiB/s per device), stripe_cache =, raid10_copies =, raid10_format =,
@@ -519,7 +530,37 @@ return target.define {
     st.in_sync = st.sync ~= nil and cur >= total and st.action == "idle" and not h:find("[aD]")
     return st
   end,
-  --- dev:check(), dev:repair(), ...: the kernel's sync actions (dmsetup message <dev> 0 <action>)
+  -- dev:check(), dev:repair(), ...: the kernel's sync actions (dmsetup message <dev> 0 <action>)
+
+  --- dev:check(): read every stripe and count the mismatches (status: mismatches), fixing none (dmsetup message <dev> 0 check).
+  -- @function Device:check
+  -- @within Target messages
+
+  --- dev:repair(): read every stripe and rewrite what does not match (dmsetup message <dev> 0 repair).
+  -- @function Device:repair
+  -- @within Target messages
+
+  --- dev:idle(): stop the sync action that runs (dmsetup message <dev> 0 idle).
+  -- @function Device:idle
+  -- @within Target messages
+
+  --- dev:frozen(): stop the sync action that runs and start none until `idle` (dmsetup message <dev> 0 frozen).
+  -- @function Device:frozen
+  -- @within Target messages
+
+  --- dev:resync(): resynchronise the whole array (dmsetup message <dev> 0 resync).
+  -- @function Device:resync
+  -- @within Target messages
+
+  --- dev:recover(): rebuild the devices that need it (dmsetup message <dev> 0 recover).
+  -- @function Device:recover
+  -- @within Target messages
+
+  --- dev:reshape(): refused, with the reason: the kernel takes no such message
+  -- (a reshape starts when a table with new devices, delta_disks or a new layout is loaded).
+  -- @function Device:reshape
+  -- @within Target messages
+
   messages = {
     check = message("check"), repair = message("repair"), idle = message("idle"), frozen = message("frozen"),
     resync = message("resync"), recover = message("recover"),

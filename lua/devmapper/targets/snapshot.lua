@@ -1,9 +1,16 @@
+--- @module devmapper
+
 --- snapshot: a point-in-time view whose changed chunks live on a COW
 -- device (dm-snap.c: <origin> <cow> <P|PO|N> <chunk> [<#features> <feature>...]).
 -- Before a device is created with a snapshot segment built from Lua, the
 -- COW's first chunk is zeroed so that the kernel starts a new store there
 -- (unless reuse = true, or the store is not persistent); a segment parsed
 -- from table text names an existing store and is used as it is.
+--
+-- Built as dm.snapshot {origin =, cow =, persistent = true | false | "P" | "PO" | "N",
+-- chunk = 8 (sectors or a size; 0: the kernel's choice), features =, length =, reuse = false}
+-- @function snapshot
+-- @within Target builders
 -- @usage dm.snapshot {origin = "/dev/mapper/base-real", cow = l3, chunk = 8}
 local check = require "devmapper.check"
 local core = require "devmapper.core"
@@ -36,7 +43,7 @@ local function lbs(ctx, dev)
   return f and (f.logical_block_size or 512) // 512, f
 end
 
---- Zero the first chunk of a COW device, so that the kernel starts a new
+-- Zero the first chunk of a COW device, so that the kernel starts a new
 -- store there instead of reading an old one (data I/O, not a kernel object).
 -- @param cow a Loop, a Device or a path
 -- @tparam[opt=8] integer chunk sectors
@@ -72,7 +79,7 @@ local decl = {
                                 requires = {discard_passdown_origin = "discard_zeroes_cow"}}},
   },
   flags = {"reuse"},
-  --- dm.snapshot {origin =, cow =, persistent = true | false | "P" | "PO" | "N",
+  -- dm.snapshot {origin =, cow =, persistent = true | false | "P" | "PO" | "N",
   -- chunk = 8 (sectors or a size; 0: the kernel's choice), features =, length =, reuse = false}
   new = function(opts) return target.fields("snapshot", opts, {"origin", "cow"}) end,
   length = function(r, ctx) return ctx.facts(r.origin).sectors end,

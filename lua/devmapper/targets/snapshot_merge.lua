@@ -1,5 +1,9 @@
+--- @module devmapper
+
 --- snapshot-merge: merges a persistent snapshot store back into its origin
 -- while presenting the merged view (dm-snap.c; the snapshot's parameters).
+-- @function snapshot_merge
+-- @within Target builders
 local target = require "devmapper.target"
 local snapshot = require "devmapper.targets.snapshot"
 

@@ -1,6 +1,12 @@
+--- @module devmapper
+
 --- striped: data spread over devices in chunks (dm-stripe.c:
 -- <#stripes> <chunk> (<dev> <offset>)...). The length must divide by the
 -- number of stripes, and each stripe's width by the chunk.
+--
+-- Built as dm.striped {chunk = sectors or size, dev, {dev, offset = n}, ..., length = ?}
+-- @function striped
+-- @within Target builders
 -- @usage dm.striped {chunk = 16, l1, l2, {l3, offset = 2048}}
 local check = require "devmapper.check"
 local field = require "devmapper.field"
@@ -17,7 +23,7 @@ return target.define {
     {"chunk", field.number {parser = "kstrto", bits = 32, min = 1, sectors = true}},
     {"stripes", list = {{"dev", field.device}, {"offset", field.sector, default = 0}}, min = 1},
   },
-  --- dm.striped {chunk = sectors or size, dev, {dev, offset = n}, ..., length = ?}
+  -- dm.striped {chunk = sectors or size, dev, {dev, offset = n}, ..., length = ?}
   new = function(opts)
     if type(opts) ~= "table" then return opts end
     local f, stripes, listed = {}, {}, 0

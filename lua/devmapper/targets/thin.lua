@@ -1,9 +1,16 @@
+--- @module devmapper
+
 --- thin: a thin volume of a thin pool, which takes the pool's blocks as it
 -- is written (dm-thin.c: <pool dev> <dev id> [<external origin dev>]).
 -- The length is the volume's virtual size: the pool stores none. Built
 -- from Lua (create ~= false), a device created with the segment first has
 -- the pool make the volume if it does not exist yet (create_thin), as
 -- lvcreate does; parsed from table text, the id must exist.
+--
+-- Built as dm.thin {pool = Device | path | member name, id = 0..2^24-1, length = virtual size,
+-- origin = an external read-only origin (unwritten blocks read from it), create = true}
+-- @function thin
+-- @within Target builders
 -- @usage dm.thin {pool = "pool", id = 1, length = "1GiB"}
 local check = require "devmapper.check"
 local core = require "devmapper.core"
@@ -37,7 +44,7 @@ return target.define {
     {"origin", field.device, optional = true},
   },
   flags = {"create"},
-  --- dm.thin {pool = Device | path | member name, id = 0..2^24-1, length = virtual size,
+  -- dm.thin {pool = Device | path | member name, id = 0..2^24-1, length = virtual size,
   -- origin = an external read-only origin (unwritten blocks read from it), create = true}
   new = function(opts) return target.fields("thin", opts, {"pool"}) end,
   check = function(r, ctx, fail)

@@ -1,3 +1,5 @@
+--- @module devmapper
+
 --- thin-pool: a pool of data blocks that thin volumes take as they are
 -- written (dm-thin.c: <metadata dev> <data dev> <data block size>
 -- <low water mark> [<#features> <feature>...]). The pool is the only
@@ -5,6 +7,12 @@
 -- new pool; on a pool's metadata it opens that pool. With format = true a
 -- device created with the segment first gets the metadata's first block
 -- zeroed: a new, empty pool (every thin volume on the old one is lost).
+--
+-- Built as dm.thin_pool {metadata =, data =, block = 128 (sectors or a size, 64KiB to 1GiB),
+-- low_water = 0 (free data blocks that raise an event), features = {...},
+-- length = the data device's size in whole blocks, format = false}
+-- @function thin_pool
+-- @within Target builders
 -- @usage dm.thin_pool {metadata = l1, data = l2, block = "64KiB"}
 local check = require "devmapper.check"
 local field = require "devmapper.field"
@@ -41,7 +49,7 @@ local decl = {
   },
   flags = {"format"},
   alone = true,
-  --- dm.thin_pool {metadata =, data =, block = 128 (sectors or a size, 64KiB to 1GiB),
+  -- dm.thin_pool {metadata =, data =, block = 128 (sectors or a size, 64KiB to 1GiB),
   -- low_water = 0 (free data blocks that raise an event), features = {...},
   -- length = the data device's size in whole blocks, format = false}
   new = function(opts) return target.fields("thin-pool", opts, {}) end,
@@ -90,10 +98,14 @@ local decl = {
   end,
   messages = {
     --- pool:create_thin(id): a new, empty thin volume with this id (0 to 2^24-1).
+    -- @function Device:create_thin
+    -- @within Target messages
     create_thin = function(pool, n) return send(pool, ("create_thin %d"):format(id("create_thin", pool, "id", n))) end,
     --- pool:create_snap(id, origin_id[, origin_device]): a snapshot of the thin volume
     -- origin_id. An active origin must be suspended around it, as the kernel's
     -- documentation says: give its Device and it is (and is resumed, whatever happens).
+    -- @function Device:create_snap
+    -- @within Target messages
     create_snap = function(pool, n, origin, dev)
       local text = ("create_snap %d %d"):format(id("create_snap", pool, "id", n), id("create_snap", pool, "origin", origin))
       if n == origin then check.fail("create_snap", pool.name, "field 'id' must not be the origin's id (%d)", n) end
@@ -118,16 +130,24 @@ local decl = {
       if not ok then error(err, 0) end
     end,
     --- pool:delete(id): delete a thin volume and its data (irreversible; not while it is active).
+    -- @function Device:delete
+    -- @within Target messages
     delete = function(pool, n) return send(pool, ("delete %d"):format(id("delete", pool, "id", n))) end,
     --- pool:set_transaction_id(current, new): compare and swap the pool's 64-bit transaction id.
+    -- @function Device:set_transaction_id
+    -- @within Target messages
     set_transaction_id = function(pool, old, new)
       local max = math.maxinteger
       return send(pool, ("set_transaction_id %d %d"):format(id("set_transaction_id", pool, "current", old, max),
                                                            id("set_transaction_id", pool, "new", new, max)))
     end,
     --- pool:reserve_metadata_snap(): hold a copy of the metadata for reading (status: held_root).
+    -- @function Device:reserve_metadata_snap
+    -- @within Target messages
     reserve_metadata_snap = function(pool) return send(pool, "reserve_metadata_snap") end,
     --- pool:release_metadata_snap(): release it.
+    -- @function Device:release_metadata_snap
+    -- @within Target messages
     release_metadata_snap = function(pool) return send(pool, "release_metadata_snap") end,
   },
   MAX_ID = MAX_ID,

@@ -1,3 +1,5 @@
+--- @module devmapper
+
 --- unstriped: one stripe of a striped layout, as a device of its own
 -- (dm-unstripe.c: <#stripes> <chunk> <stripe#> <dev> <offset>): the
 -- chunks of stripe `stripe` (from 0) of `stripes` stripes of `chunk`
@@ -6,6 +8,10 @@
 -- the stripe's chunks run `stripes` times as far; the module checks that
 -- they fit, and takes stripe numbers 0 to stripes - 1 only (the kernel's
 -- check lets stripe# = #stripes through).
+--
+-- Built as dm.unstriped {dev, stripes =, chunk = sectors or size, stripe = 0.., offset = 0, length =}
+-- @function unstriped
+-- @within Target builders
 -- @usage dm.unstriped {striped_dev, stripes = 2, chunk = 16, stripe = 1}
 local field = require "devmapper.field"
 local target = require "devmapper.target"
@@ -25,7 +31,7 @@ return target.define {
     {"dev", field.device},
     {"offset", field.sector, default = 0},
   },
-  --- dm.unstriped {dev, stripes =, chunk = sectors or size, stripe = 0.., offset = 0, length =}
+  -- dm.unstriped {dev, stripes =, chunk = sectors or size, stripe = 0.., offset = 0, length =}
   new = function(opts) return target.fields("unstriped", opts, {"dev"}) end,
   -- every whole row of stripes the device holds, this stripe's share of it
   length = function(r, ctx)

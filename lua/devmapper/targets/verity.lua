@@ -1,3 +1,5 @@
+--- @module devmapper
+
 --- verity: a read-only device whose every block is checked against a hash
 -- tree (dm-verity-target.c: <version> <data dev> <hash dev> <data block
 -- size> <hash block size> <data blocks> <hash start block> <algorithm>
@@ -6,6 +8,11 @@
 -- dm.verity.format's) unless given; the root hash is always given.
 -- Optional arguments with values (FEC, root hash signatures) are not
 -- supported here yet: they are refused.
+--
+-- Built as dm.verity {data, hash, root = hex, hash_offset = bytes (where the superblock is),
+-- options = {...}, length =; or every parameter, for a tree without a superblock}
+-- @function verity
+-- @within Target builders
 -- @usage dm.verity {data, hash, root = v.root}
 local check = require "devmapper.check"
 local core = require "devmapper.core"
@@ -86,7 +93,7 @@ return target.define {
   },
   extra = {"hash_offset"},
   readonly = true,   -- the kernel refuses it on a writable device
-  --- dm.verity {data, hash, root = hex, hash_offset = bytes (where the superblock is),
+  -- dm.verity {data, hash, root = hex, hash_offset = bytes (where the superblock is),
   -- options = {...}, length =; or every parameter, for a tree without a superblock}
   new = function(opts)
     local f = target.fields("verity", opts, {"data", "hash"})

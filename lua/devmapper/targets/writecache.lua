@@ -1,3 +1,5 @@
+--- @module devmapper
+
 --- writecache: writes go to a fast device first and are written back to
 -- the origin later; reads of them are served from it (dm-writecache.c:
 -- <p|s> <origin> <cache> <block size> <#options> <option>...). Options are
@@ -7,6 +9,14 @@
 -- The cache device must hold a writecache superblock or start with zeros
 -- (the kernel formats it then). Nothing here zeroes it: it may hold writes
 -- not yet on the origin.
+--
+-- Built as dm.writecache {cache =, origin =, mode = "s" | "p" (or persistent = true for "p"),
+-- block = 4096 (bytes: 512 to 4096, a power of 2), options = {high_watermark = 50,
+-- low_watermark = 45, writeback_jobs =, autocommit_blocks =, autocommit_time = ms,
+-- max_age = ms, start_sector =, pause_writeback = ms, "cleaner", "metadata_only",
+-- "fua" | "nofua" (p only)}, length =}
+-- @function writecache
+-- @within Target builders
 -- @usage dm.writecache {cache = ssd, origin = disk, options = {high_watermark = 50}}
 local check = require "devmapper.check"
 local field = require "devmapper.field"
@@ -78,7 +88,7 @@ local decl = {
     {"options", options},
   },
   extra = {"persistent"},
-  --- dm.writecache {cache =, origin =, mode = "s" | "p" (or persistent = true for "p"),
+  -- dm.writecache {cache =, origin =, mode = "s" | "p" (or persistent = true for "p"),
   -- block = 4096 (bytes: 512 to 4096, a power of 2), options = {high_watermark = 50,
   -- low_watermark = 45, writeback_jobs =, autocommit_blocks =, autocommit_time = ms,
   -- max_age = ms, start_sector =, pause_writeback = ms, "cleaner", "metadata_only",
@@ -148,6 +158,24 @@ local decl = {
 }
 
 -- The messages, each one word (writecache_message); flush waits for the writeback.
+
+--- dev:flush(): write back every block the cache holds, and wait for it.
+-- @function Device:flush
+-- @within Target messages
+
+--- dev:flush_on_suspend(): write everything back when the device is next suspended.
+-- @function Device:flush_on_suspend
+-- @within Target messages
+
+--- dev:cleaner(): write back everything and keep no new writes in the cache
+-- (the `cleaner` option, as a message).
+-- @function Device:cleaner
+-- @within Target messages
+
+--- dev:clear_stats(): set the status's counters back to zero.
+-- @function Device:clear_stats
+-- @within Target messages
+
 for _, m in ipairs {"flush", "flush_on_suspend", "cleaner", "clear_stats"} do
   decl.messages[m] = function(dev, ...)
     if select("#", ...) > 0 then check.fail(m, dev.name, "takes no arguments (got %d)", select("#", ...)) end
