@@ -137,11 +137,13 @@ end
 -- Stacks of n members (8-sector slices of the loop, linear or crypt): apply,
 -- re-apply (nothing to do), teardown, and dm.cleanup of an applied stack,
 -- per member, against the floor's creates, info + table reads and removes.
-local key = dm.key.random(64)
+-- each crypt member its own key, as on a host full of encrypted volumes
+local keys = setmetatable({}, {__index = function(t, i) t[i] = dm.key.random(64) return t[i] end})
+local key = keys[0]
 local function stack_of(n, crypt)
   local def = {prefix = "bst"}
   for i = 1, n do
-    def["m" .. i] = crypt and dm.crypt {loop, offset = 8 * i, length = 8, key = key} or slice(i)
+    def["m" .. i] = crypt and dm.crypt {loop, offset = 8 * i, length = 8, key = keys[i]} or slice(i)
   end
   return dm.stack(def)
 end

@@ -196,6 +196,7 @@ static void run(lua_State *L, struct dm_task *dmt, const char *op, const char *n
 		task_error(L, dmt, op, name);
 	kmsg_mark();
 	ok = dm_task_run(dmt);
+	keyring_release_thread();
 	if (udev)
 		udev_wait(cookie, op, name);
 	if (!ok)

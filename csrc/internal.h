@@ -25,6 +25,7 @@ void secure_open(lua_State *L);
 void kdf_open(lua_State *L);
 void keyinput_open(lua_State *L);
 void keyring_open(lua_State *L);
+void keyring_release_thread(void);
 void preflight_open(lua_State *L);
 void critical_open(lua_State *L);
 void lock_open(lua_State *L);

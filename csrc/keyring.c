@@ -151,9 +151,10 @@ static long find_ring(const char *ring)
 /*
  * The ring's serial, made in @u when missing (then *made is set). add_key
  * of a keyring displaces one of the same name, so it is only called after
- * a search found none: here, or the caller's own just before (`fresh`,
- * which spares a second search, and a miss descends into every keyring in
- * @u). Two processes racing here should hold a lock.
+ * a search found none, or without one when the caller knows any ring of
+ * that name is stale (`fresh`: its device's name was just taken by a
+ * create; a search that misses descends into every keyring in @u). Two
+ * processes racing here should hold a lock.
  */
 static long ensure_ring(lua_State *L, const char *ring, const char *op, int fresh, int *made)
 {
@@ -169,11 +170,39 @@ static long ensure_ring(lua_State *L, const char *ring, const char *op, int fres
 	return id;
 }
 
+/*
+ * Keys added for a table are also linked, until its task has run, in this
+ * thread's keyring. The kernel looks a key up by searching the caller's
+ * keyrings, thread keyring first, and finds a key there at once; found
+ * through @u, the search descends into the device rings one by one, and so
+ * does the possession check of every keyctl call given a key's serial. So a
+ * create or load stays O(1) however many rings there are.
+ */
+#define HELD_MAX 64
+static _Thread_local long held[HELD_MAX];
+static _Thread_local int nheld;
+
+/* After a task ran (or failed): the thread keyring lets go of those keys. */
+void keyring_release_thread(void)
+{
+	while (nheld > 0)
+		syscall(SYS_keyctl, KEYCTL_UNLINK, held[--nheld], KEY_SPEC_THREAD_KEYRING);
+}
+
+/* core.ring_release(): as after a task, for a table whose task never ran. */
+static int l_ring_release(lua_State *L)
+{
+	(void)L;
+	keyring_release_thread();
+	return 0;
+}
+
 /* A failed add or link leaves no ring it made (this unlink needs no
  * permission on the ring itself, only on @u). Raises with err. */
 static int ring_failed(lua_State *L, long id, int made, const char *op, const char *ring, int err,
                        const char *fmt, const char *desc)
 {
+	keyring_release_thread();
 	if (made)
 		syscall(SYS_keyctl, KEYCTL_UNLINK, id, KEY_SPEC_USER_KEYRING);
 	return raise_error(L, op, ring, err, fmt, desc);
@@ -249,16 +278,22 @@ static int push_members(lua_State *L, long ring, const char *type, const char *p
 
 /* core.ring_add(ring, desc, key[, fresh]) -> ":size:logon:desc": the key's
  * bytes as the logon key desc in ring (made in @u if missing, without a
- * search when fresh: the caller just found none); an existing desc in that
- * ring is updated in place. */
+ * search when fresh: the caller knows a ring of that name is stale or
+ * absent); an existing desc in that ring is replaced. */
 static int l_ring_add(lua_State *L)
 {
 	const char *ring = name_arg(L, 1, "ring.add", "keyring name");
 	const char *desc = name_arg(L, 2, "ring.add", "key description");
 	struct key *k = key_check(L, 3, "ring.add");
 	int made;
-	long id = ensure_ring(L, ring, "ring.add", lua_toboolean(L, 4), &made);
-	if (syscall(SYS_add_key, "logon", desc, k->bytes, k->size, id) < 0)
+	long id = ensure_ring(L, ring, "ring.add", lua_toboolean(L, 4), &made), key = -1;
+	if (nheld < HELD_MAX)
+		key = syscall(SYS_add_key, "logon", desc, k->bytes, k->size, KEY_SPEC_THREAD_KEYRING);
+	if (key >= 0) {
+		held[nheld++] = key;
+		if (syscall(SYS_keyctl, KEYCTL_LINK, key, id) < 0)
+			return ring_failed(L, id, made, "ring.add", ring, errno, "cannot link the logon key '%s' into the keyring", desc);
+	} else if (syscall(SYS_add_key, "logon", desc, k->bytes, k->size, id) < 0)
 		return ring_failed(L, id, made, "ring.add", ring, errno, "cannot add the logon key '%s' to the keyring", desc);
 	lua_pushfstring(L, ":%d:logon:%s", (int)k->size, desc);
 	return 1;
@@ -365,6 +400,7 @@ void keyring_open(lua_State *L)
 		{"key_unlink", l_key_unlink},
 		{"key_fingerprint", l_fingerprint},
 		{"ring_add", l_ring_add},
+		{"ring_release", l_ring_release},
 		{"ring_link", l_ring_link},
 		{"ring_unlink", l_ring_unlink},
 		{"ring_keys", l_ring_keys},

@@ -28,6 +28,17 @@ local function rlist(id)
   return t
 end
 
+-- Keys linked in thread keyrings ("_tid" in /proc/keys; in these runs only
+-- this process makes one).
+local function thread_held()
+  local n = 0
+  for line in io.lines("/proc/keys") do
+    local c = line:match(" keyring%s+_tid: (%d+)$")
+    if c then n = n + tonumber(c) end
+  end
+  return n
+end
+
 local function has(list, x)
   for _, v in ipairs(list) do if v == x then return true end end
   return false
@@ -48,16 +59,28 @@ describe("rings #keyring", function()
     assert.is_true(has(core.rings("devmapper:dev:"), r))
   end)
 
-  it("updates a key added again in place, and never replaces an existing ring", function()
+  it("replaces a key added again, and never replaces an existing ring", function()
     local r = ring("again")
     core.ring_add(r, "devmapper:kb", dm.key.random(32))
+    core.ring_release()
     local rid, kid = serial("keyring", r), serial("logon", "devmapper:kb")
     assert.equal(":32:logon:devmapper:kb", core.ring_add(r, "devmapper:kb", dm.key.random(32)))
     assert.equal(":16:logon:devmapper:kc", core.ring_add(r, "devmapper:kc", dm.key.random(16)))
+    core.ring_release()
     assert.equal(rid, serial("keyring", r), "the same ring")
-    assert.equal(kid, serial("logon", "devmapper:kb"), "the same key, updated")
+    assert.truthy(serial("logon", "devmapper:kb"), "the key is there")
+    assert.is_false(has(rlist(rid), kid), "the first key's link was replaced")
     assert.same({"devmapper:kb", "devmapper:kc"}, core.ring_keys(r))
     assert.equal(2, #rlist(rid))
+  end)
+
+  it("holds a key in the thread keyring only until a task runs or ring_release", function()
+    local r, desc = ring("held"), fresh("held")
+    core.ring_add(r, desc, dm.key.random(32))
+    assert.equal(1, thread_held(), "this thread's keyring links it")
+    core.ring_release()
+    assert.equal(0, thread_held())
+    assert.truthy(serial("logon", desc), "the ring still holds it")
   end)
 
   it("links a key reachable from @u into a second ring; dropping one ring leaves the other's key", function()
@@ -199,6 +222,59 @@ end)
 
 describe("rings and dm-crypt #kernel", function()
   local function drop_caches() assert(os.execute("sync; echo 3 > /proc/sys/vm/drop_caches")) end
+
+  it("a create or load lets go of this thread's link to its keys once its task ran, or failed", function()
+    local l = support.loops(1, "2MiB")
+    local k = dm.key.random(64)
+    local desc = require("devmapper.target").key_desc(k)
+    local dev = support.device("heldcrypt", dm.crypt {l, key = k, length = 8})
+    assert.equal(0, thread_held(), "after a create")
+    assert.truthy(serial("logon", desc), "the device's ring holds the key")
+    dev:load(dm.crypt {l, key = k, length = 16})
+    assert.equal(0, thread_held(), "after a load")
+    dev:clear()
+    -- a load stopped before its task ran (a fault) takes back what it linked
+    local k2 = dm.key.random(64)
+    dm.kernel.fault = function(op) return op == "dm_load" end
+    assert.has_error(function() dev:load(dm.crypt {l, key = k2, length = 8}) end)
+    dm.kernel.fault = nil
+    assert.equal(0, thread_held(), "after a faulted load")
+    assert.is_nil(serial("logon", require("devmapper.target").key_desc(k2)))
+    -- a create failing before or after its load leaves no key, no link and no device
+    for _, op in ipairs {"dm_load", "dm_resume"} do
+      local k3 = dm.key.random(32)
+      dm.kernel.fault = function(o) return o == op end
+      assert.has_error(function() dm.create("heldcrypt2", dm.crypt {l, key = k3, length = 8}) end)
+      dm.kernel.fault = nil
+      assert.equal(0, thread_held(), "after a create failed at " .. op)
+      assert.is_nil(serial("logon", require("devmapper.target").key_desc(k3)))
+      assert.is_nil(core.ring_keys("devmapper:dev:heldcrypt2"))
+    end
+    assert.is_nil(dm.kernel.call("dm_info", "heldcrypt2"), "no device is left")
+  end)
+
+  it("a crypt create takes the name first: a live device's ring is never touched, a stale ring is replaced", function()
+    local l = support.loops(1, "2MiB")
+    local k, other = dm.key.random(64), dm.key.random(64)
+    local dev = support.device("namecrypt", dm.crypt {l, key = k, length = 8})
+    local own = "devmapper:dev:namecrypt"
+    local before = core.ring_keys(own)
+    local ok, err = pcall(dm.create, "namecrypt", dm.crypt {l, key = other, length = 8, offset = 8})
+    assert.is_false(ok)
+    assert.equal(16, err.errno, tostring(err)) -- EBUSY (the name is taken), before any key was linked
+    assert.same(before, core.ring_keys(own), "the live device's ring is as it was")
+    assert.is_nil(serial("logon", require("devmapper.target").key_desc(other)), "the other key was never added")
+    dev:remove()
+    -- a ring left behind (a script killed between its keys and its create) is replaced
+    core.ring_add(own, "devmapper:stale-key", dm.key.random(16))
+    core.ring_release()
+    local stale = serial("keyring", own)
+    dev = support.device("namecrypt", dm.crypt {l, key = other, length = 8})
+    assert.not_equal(stale, serial("keyring", own), "a new ring")
+    assert.same({require("devmapper.target").key_desc(other)}, core.ring_keys(own))
+    support.write(dev.path, 0, ("x"):rep(4096))
+    assert.equal(("x"):rep(4096), support.read(dev.path, 0, 4096))
+  end)
 
   it("finds a logon key linked only inside a ring in @u; the live device outlives the ring", function()
     local l = support.loops(1, "2MiB")

@@ -62,6 +62,26 @@ local function with_keys(name, targets, op, ...)
   return settle
 end
 
+-- Create a device whose table names keyring keys: the name first (a device
+-- without a table), so that a ring of that name can only be a stale one and
+-- is replaced without searching every ring in @u; then the keys, the table
+-- and the resume (the three ioctls libdevmapper's create makes). On failure
+-- the keys are taken back and the device removed.
+local function create_keyed(name, targets, o)
+  kernel.call("dm_create", name, {}, {uuid = o.uuid})
+  local undo
+  local ok, err = pcall(function()
+    undo = keyring.add(name, targets, true)
+    kernel.call("dm_load", name, targets, {readonly = o.readonly})
+    kernel.call("dm_resume", name)
+  end)
+  if not ok then
+    if undo then undo() end
+    pcall(kernel.call, "dm_remove", name)
+    error(err, 0)
+  end
+end
+
 --- Create a device with a table and make it live (dmsetup create).
 -- @tparam string name 1-127 bytes, no '/'
 -- @param t a Table, a single target, or dmsetup table text
@@ -82,10 +102,14 @@ end
 -- @local
 function device.make(name, t, targets, ctx, opts)
   t:before_create(ctx)
-  -- a table without keyring keys touches no ring: a stale one, left by a
-  -- kill between linking keys and a create, goes at remove or dm.cleanup
-  local settle = with_keys(name, targets, "dm_create", {uuid = opts.uuid, readonly = readonly(targets, opts.readonly)})
-  if settle then after("keyring of " .. name, settle) end
+  local o = {uuid = opts.uuid, readonly = readonly(targets, opts.readonly)}
+  if keyring.names_keys(targets) then
+    kernel.critical(create_keyed, name, targets, o)
+  else
+    -- a table without keyring keys touches no ring: a stale one, left by a
+    -- kill between linking keys and a create, goes at remove or dm.cleanup
+    kernel.call("dm_create", name, targets, o)
+  end
   local dev = wrap(name)
   scope.track("device " .. name, function()
     if kernel.call("dm_info", dev.name) then

@@ -108,7 +108,7 @@ end
 local render = {
   dm_create = function(name, targets, o)
     return "dmsetup create " .. q(name) .. flags(o, {{"uuid", "--uuid", true}, {"readonly", "--readonly"}})
-           .. " " .. table_arg(targets)
+           .. " " .. (#targets == 0 and "--notable" or table_arg(targets))
   end,
   dm_load = function(name, targets, o)
     return "dmsetup load " .. q(name) .. flags(o, {{"readonly", "--readonly"}}) .. " " .. table_arg(targets)

@@ -5,6 +5,7 @@
 -- last ring holding it goes. What a device holds is read from the keyring
 -- (and, where needed, from one read of its table), never remembered on a
 -- Lua object; a failed read never unlinks anything.
+local core = require "devmapper.core"
 local kernel = require "devmapper.kernel"
 
 local keyring = {}
@@ -39,6 +40,9 @@ local function set_of(list)
   return s
 end
 
+--- Whether a resolved table names keys to put in the keyring.
+function keyring.names_keys(targets) return next(wanted(targets)) ~= nil end
+
 --- Before a table goes to the kernel: link its keys into the device's ring.
 -- Returns, or nil when the table names no keyring key: a function that
 -- takes back exactly what this added (for a failed ioctl), and one for
@@ -46,13 +50,16 @@ end
 -- the table does not name (from what was read here: no second read).
 -- @tparam string name the device
 -- @tparam table targets resolved targets (devmapper.table)
-function keyring.add(name, targets)
+-- @tparam[opt] boolean fresh the device was just created without a table:
+--   any ring of its name is a stale one, replaced without a search
+function keyring.add(name, targets, fresh)
   local want = wanted(targets)
   if next(want) == nil then return nil end
   local ring = keyring.ring(name)
-  local before = kernel.call("ring_keys", ring)
+  local before = not fresh and kernel.call("ring_keys", ring) or nil
   local had, added = set_of(before), {}
   local function undo()
+    core.ring_release() -- (the task that would have let go of the keys never ran)
     for i = #added, 1, -1 do pcall(kernel.call, "ring_unlink", ring, added[i]) end
     if before == nil then
       local ok, left = pcall(kernel.call, "ring_keys", ring)
