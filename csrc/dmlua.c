@@ -155,7 +155,7 @@ static int json_error(lua_State *L);
  * On a terminal, long work (key derivation, LUKS key slots, a snapshot
  * merge) draws one progress line on stderr: devmapper.progress's default
  * becomes its draw function as the module loads. Elsewhere (a pipe, a
- * file, an embedder) the module calls nothing.
+ * file, an embedder; DMLUA_PROGRESS=0) the module calls nothing.
  */
 static int progress_tty;
 static const char progress_default[] =
@@ -673,11 +673,13 @@ static int pmain(lua_State *L)
 	if (args & HAS_SANDBOX) {
 		if (args & HAS_UDEV)
 			setenv("DMLUA_SANDBOX_UDEV", "1", 1);
+		/* the guest's stderr is its console, a terminal: it draws only if ours is one */
+		setenv("DMLUA_PROGRESS", isatty(STDERR_FILENO) ? "1" : "0", 0);
 		lua_pushinteger(L, sandbox(L, argv, argc, script));
 		return 1;
 	}
 	trapping = 1;
-	if (isatty(STDERR_FILENO)) {
+	if (isatty(STDERR_FILENO) && !(getenv("DMLUA_PROGRESS") && strcmp(getenv("DMLUA_PROGRESS"), "0") == 0)) {
 		progress_tty = 1;
 		if (luaL_dostring(L, progress_default) != LUA_OK)
 			lua_pop(L, 1);

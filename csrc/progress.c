@@ -8,6 +8,8 @@
 #include <time.h>
 #include <unistd.h>
 #include <sys/mman.h>
+#include <sys/syscall.h>
+#include <linux/keyctl.h>
 
 #include "internal.h"
 
@@ -83,6 +85,9 @@ static void *worker(void *p)
 {
 	struct job *j = p;
 	j->fn(j->arg);
+	/* libcryptsetup puts a LUKS2 volume key on its way to the kernel in the
+	 * thread keyring: the worker's goes now, not when the kernel reaps it */
+	syscall(SYS_keyctl, KEYCTL_CLEAR, KEY_SPEC_THREAD_KEYRING);
 	pthread_mutex_lock(&j->mu);
 	j->done = 1;
 	pthread_cond_signal(&j->cv);
