@@ -1,11 +1,11 @@
 # lua-devmapper: build, dmlua, test, demo, install.
 PKGS    = lua5.4 devmapper openssl libcryptsetup
 CFLAGS ?= -O2 -g
-override CFLAGS += -std=gnu11 -Wall -Wextra -fPIC $(shell pkg-config --cflags $(PKGS))
-LDLIBS  = $(shell pkg-config --libs $(PKGS)) -lm -ldl
+override CFLAGS += -std=gnu11 -pthread -Wall -Wextra -fPIC $(shell pkg-config --cflags $(PKGS))
+LDLIBS  = $(shell pkg-config --libs $(PKGS)) -lm -ldl -pthread
 CORE    = csrc/core.c csrc/dm.c csrc/loop.c csrc/blkdev.c csrc/secure.c csrc/kdf.c \
           csrc/keyinput.c csrc/keyring.c csrc/preflight.c \
-          csrc/critical.c csrc/lock.c csrc/spawn.c csrc/luks.c csrc/verity.c
+          csrc/critical.c csrc/lock.c csrc/spawn.c csrc/luks.c csrc/verity.c csrc/progress.c
 LUASRC  = $(wildcard lua/devmapper/*.lua lua/devmapper/targets/*.lua)
 PREFIX ?= /usr/local
 LUAVER  = 5.4
@@ -72,7 +72,7 @@ Requires: lua5.4
 Requires.private: devmapper openssl libcryptsetup
 Cflags: -I$${includedir}/lua-devmapper
 Libs: -L$${libdir} -llua-devmapper
-Libs.private: -lm -ldl
+Libs.private: -lm -ldl -pthread
 endef
 export PC
 

@@ -151,10 +151,44 @@ static int json_mode;	/* --json: errors as JSON objects, one per line */
 
 static int json_error(lua_State *L);
 
+/*
+ * On a terminal, long work (key derivation, LUKS key slots, a snapshot
+ * merge) draws one progress line on stderr: devmapper.progress's default
+ * becomes its draw function as the module loads. Elsewhere (a pipe, a
+ * file, an embedder; DMLUA_PROGRESS=0) the module calls nothing.
+ */
+static int progress_tty;
+static const char progress_default[] =
+	"local pre = package.preload\n"
+	"local load = pre['devmapper.progress']\n"
+	"if load then pre['devmapper.progress'] = function(...)\n"
+	"  local m = load(...)\n"
+	"  m.default = m.draw\n"
+	"  return m\n"
+	"end end\n";
+
+/* An error ends the line a tick drew (the callback raised, or a signal). */
+static void progress_clear(lua_State *L)
+{
+	int top = lua_gettop(L);
+	if (!progress_tty || !lua_checkstack(L, 4))
+		return;
+	lua_getfield(L, LUA_REGISTRYINDEX, LUA_LOADED_TABLE);
+	if (lua_getfield(L, -1, "devmapper.progress") == LUA_TTABLE && lua_getfield(L, -1, "drawn") == LUA_TBOOLEAN &&
+	    lua_toboolean(L, -1)) {
+		fputs("\r\033[K", stderr);
+		lua_pushboolean(L, 0);
+		lua_setfield(L, -3, "drawn");
+	}
+	lua_settop(L, top);
+}
+
 static int report(lua_State *L, int status)
 {
 	if (status != LUA_OK) {
-		const char *msg = lua_tostring(L, -1);
+		const char *msg;
+		progress_clear(L);
+		msg = lua_tostring(L, -1);
 		/* --json: a load error (syntax, no such file) is a string yet */
 		if (json_mode && msg && msg[0] != '{') {
 			lua_pushcfunction(L, json_error);
@@ -639,10 +673,17 @@ static int pmain(lua_State *L)
 	if (args & HAS_SANDBOX) {
 		if (args & HAS_UDEV)
 			setenv("DMLUA_SANDBOX_UDEV", "1", 1);
+		/* the guest's stderr is its console, a terminal: it draws only if ours is one */
+		setenv("DMLUA_PROGRESS", isatty(STDERR_FILENO) ? "1" : "0", 0);
 		lua_pushinteger(L, sandbox(L, argv, argc, script));
 		return 1;
 	}
 	trapping = 1;
+	if (isatty(STDERR_FILENO) && !(getenv("DMLUA_PROGRESS") && strcmp(getenv("DMLUA_PROGRESS"), "0") == 0)) {
+		progress_tty = 1;
+		if (luaL_dostring(L, progress_default) != LUA_OK)
+			lua_pop(L, 1);
+	}
 	if (!(args & HAS_CAPITAL_E) && handle_luainit(L) != LUA_OK)
 		return 0;
 	if (!runargs(L, argv, script))

@@ -42,6 +42,19 @@ void cryptsetup_log_to(struct crypt_device *cd);
 int cryptsetup_fail(lua_State *L, struct crypt_device *cd, const char *op, const char *name, int err,
                     const char *what);
 
+/* progress.c: long work reported to a Lua callback (the function at cb).
+ * progress_tick calls it with {op, phase, done, total (nil when total < 0),
+ * unit, what?, finished?}: LUA_OK, or its error status with the error on top.
+ * progress_run runs fn(arg) in a worker thread (every signal blocked there;
+ * fn must not touch L) and ticks every 100 ms with the milliseconds spent,
+ * then once with finished; without a callback (cb 0 or nil) fn runs here.
+ * fn always finishes before it returns; after a raising callback it only
+ * waits, and returns that status, the error on top. */
+int progress_tick(lua_State *L, int cb, const char *op, const char *phase, const char *what, lua_Integer done,
+                  lua_Integer total, const char *unit, int finished);
+int progress_run(lua_State *L, int cb, const char *op, const char *phase, const char *what, lua_Integer total,
+                 void (*fn)(void *), void *arg);
+
 /* secure.c: locked memory, and the devmapper.Key that holds it. */
 #define KEY_TYPE "devmapper.Key"
 #define KEY_MAX 4096		/* bytes of a made or derived key */

@@ -113,7 +113,60 @@ static int scrypt(const unsigned char *pass, size_t plen, const unsigned char *s
 	return mem && EVP_PBE_scrypt((const char *)pass, plen, salt, slen, N, r, p, mem + 4096, out, size) == 1;
 }
 
-/* core.key_pbkdf2(pass, hash, salt, iterations, size) */
+/* A derivation for the worker thread (progress.c): the passphrase copied
+ * into locked memory of its own (a callback could close its Key meanwhile),
+ * the key made into the new Key's memory, which Lua cannot reach yet. */
+struct derive {
+	unsigned char *pass;
+	size_t plen, pcap, slen, size;
+	const unsigned char *salt;
+	const char *hash;	/* NULL: scrypt */
+	uint64_t cost, r, p;
+	unsigned char *out;
+	int ok;
+};
+
+static void derive_work(void *p)
+{
+	struct derive *d = p;
+	d->ok = d->hash ? pbkdf2(d->pass, d->plen, d->salt, d->slen, d->cost, d->hash, d->out, d->size)
+	                : scrypt(d->pass, d->plen, d->salt, d->slen, d->cost, d->r, d->p, d->out, d->size);
+}
+
+/* Derive into k (reserved), ticking the callback at cb (0: none) with the
+ * expected milliseconds at ms (0: unknown); raises as op on failure. */
+static void derive(lua_State *L, struct key *k, struct derive *d, const unsigned char *pass, int cb, int ms)
+{
+	int status;
+	lua_Integer total = ms && !lua_isnoneornil(L, ms) ? luaL_checkinteger(L, ms) : -1;
+	if (cb && lua_isnoneornil(L, cb))
+		cb = 0;
+	if (cb)
+		luaL_checktype(L, cb, LUA_TFUNCTION);
+	d->pcap = d->plen;
+	if (!(d->pass = secure_alloc(&d->pcap))) {
+		key_release(k);
+		raise_error(L, "key.derive", NULL, errno, "cannot map memory for the passphrase");
+	}
+	memcpy(d->pass, pass, d->plen);
+	d->out = k->bytes;
+	status = progress_run(L, cb, "key.derive", "derive", k->origin, total, derive_work, d);
+	secure_free(d->pass, d->pcap);
+	if (status != LUA_OK) {
+		key_release(k);
+		lua_error(L);
+	}
+	if (!d->ok) {
+		key_release(k);
+		if (d->hash)
+			raise_error(L, "key.derive", NULL, 0, "PBKDF2 failed: %s", openssl_reason());
+		raise_error(L, "key.derive", NULL, 0, "scrypt (N=%I, r=%I, p=%I) failed: %s", (lua_Integer)d->cost,
+		            (lua_Integer)d->r, (lua_Integer)d->p, openssl_reason());
+	}
+	k->size = d->size;
+}
+
+/* core.key_pbkdf2(pass, hash, salt, iterations, size[, progress, expected ms]) */
 static int l_pbkdf2(lua_State *L)
 {
 	size_t plen, slen, size;
@@ -122,6 +175,7 @@ static int l_pbkdf2(lua_State *L)
 	const unsigned char *salt = (const unsigned char *)luaL_checklstring(L, 3, &slen);
 	lua_Integer iter = luaL_checkinteger(L, 4);
 	struct key *k;
+	struct derive d = {0};
 	EVP_MD_free(digest_fetch(L, hash, "key.derive"));	/* a clear error for an unknown one */
 	size = key_size_arg(L, 5, "key.derive");
 	if (iter < 1 || iter > INT32_MAX)
@@ -129,15 +183,12 @@ static int l_pbkdf2(lua_State *L)
 	k = key_push(L, "pbkdf2");
 	snprintf(k->origin, sizeof(k->origin), "pbkdf2-%s", hash);
 	key_reserve(L, k, size, "key.derive");
-	if (!pbkdf2(pass, plen, salt, slen, (uint64_t)iter, hash, k->bytes, size)) {
-		key_release(k);
-		return raise_error(L, "key.derive", NULL, 0, "PBKDF2 failed: %s", openssl_reason());
-	}
-	k->size = size;
+	d.plen = plen, d.salt = salt, d.slen = slen, d.size = size, d.hash = hash, d.cost = (uint64_t)iter;
+	derive(L, k, &d, pass, 6, 7);
 	return 1;
 }
 
-/* core.key_scrypt(pass, salt, N, r, p, size) */
+/* core.key_scrypt(pass, salt, N, r, p, size[, progress, expected ms]) */
 static int l_scrypt(lua_State *L)
 {
 	size_t plen, slen, size;
@@ -145,17 +196,15 @@ static int l_scrypt(lua_State *L)
 	const unsigned char *salt = (const unsigned char *)luaL_checklstring(L, 2, &slen);
 	lua_Integer N = luaL_checkinteger(L, 3), r = luaL_checkinteger(L, 4), p = luaL_checkinteger(L, 5);
 	struct key *k;
+	struct derive d = {0};
 	size = key_size_arg(L, 6, "key.derive");
 	if (N < 2 || (N & (N - 1)) || r < 1 || p < 1)
 		return raise_error(L, "key.derive", NULL, EINVAL, "scrypt needs N a power of 2 above 1, r >= 1, p >= 1");
 	k = key_push(L, "scrypt");
 	key_reserve(L, k, size, "key.derive");
-	if (!scrypt(pass, plen, salt, slen, (uint64_t)N, (uint64_t)r, (uint64_t)p, k->bytes, size)) {
-		key_release(k);
-		return raise_error(L, "key.derive", NULL, 0, "scrypt (N=%I, r=%I, p=%I) failed: %s", N, r, p,
-		                   openssl_reason());
-	}
-	k->size = size;
+	d.plen = plen, d.salt = salt, d.slen = slen, d.size = size, d.cost = (uint64_t)N, d.r = (uint64_t)r,
+	d.p = (uint64_t)p;
+	derive(L, k, &d, pass, 7, 8);
 	return 1;
 }
 
@@ -166,15 +215,25 @@ static double cpu_now(void)
 	return (double)ts.tv_sec + ts.tv_nsec / 1e9;
 }
 
-/* A calibration under way: what it times, and the progress line on stderr. */
+/* A calibration under way: what it times, and the progress callback. */
 struct bench {
 	lua_State *L;
 	const char *hash;	/* PBKDF2's digest; NULL for scrypt */
 	size_t size;		/* PBKDF2's cost grows with the blocks it makes */
-	int show;
+	int progress;		/* the callback's index, or 0 */
 	char what[32];
 	double target, spent;
 };
+
+/* A calibration tick: CPU milliseconds spent so far (the total is not known
+ * ahead: the runs grow until one is long enough). A raising callback stops
+ * the calibration with its error (nothing is held here then). */
+static void bench_tick(struct bench *b, int finished)
+{
+	if (b->progress && progress_tick(b->L, b->progress, "key.derive", "calibrate", b->what,
+	                                 (lua_Integer)(b->spent * 1000), -1, "ms", finished) != LUA_OK)
+		lua_error(b->L);
+}
 
 /* CPU seconds of one derivation of a throwaway passphrase at this cost. */
 static double bench_run(struct bench *b, uint64_t cost, uint64_t r, uint64_t p)
@@ -189,9 +248,7 @@ static double bench_run(struct bench *b, uint64_t cost, uint64_t r, uint64_t p)
 	if (!ok)
 		raise_error(b->L, "key.derive", NULL, 0, "benchmark failed: %s", openssl_reason());
 	b->spent += t;
-	if (b->show)
-		fprintf(stderr, "\rkey.derive: calibrating %s for %.1f s (%.1f s so far)\033[K", b->what, b->target,
-		        b->spent);
+	bench_tick(b, 0);
 	return t > 1e-6 ? t : 1e-6;
 }
 
@@ -207,7 +264,8 @@ static double bench_best(struct bench *b, uint64_t cost, uint64_t r, uint64_t p,
 }
 
 /*
- * core.key_calibrate(kdf, hash, size, seconds, memory, show) -> cost
+ * core.key_calibrate(kdf, hash, size, seconds, memory, progress) -> cost
+ * progress: a function called with each tick (see progress.c), or nil.
  * pbkdf2: iterations, grown until one run takes a quarter of the target
  * (at most 0.25 s), then scaled linearly from the best of three runs; never
  * below 1000, as cryptsetup.
@@ -220,9 +278,11 @@ static int l_calibrate(lua_State *L)
 	const char *kdf = luaL_checkstring(L, 1);
 	const char *hash = luaL_optstring(L, 2, "sha256");
 	lua_Integer memory = luaL_optinteger(L, 5, 128 << 20);
-	struct bench b = {L, NULL, key_size_arg(L, 3, "key.derive"), lua_toboolean(L, 6) && isatty(STDERR_FILENO),
+	struct bench b = {L, NULL, key_size_arg(L, 3, "key.derive"), lua_isnoneornil(L, 6) ? 0 : 6,
 	                  "", luaL_checknumber(L, 4), 0};
 	double t;
+	if (b.progress)
+		luaL_checktype(L, 6, LUA_TFUNCTION);
 	if (!(b.target > 0 && b.target <= 3600))
 		return raise_error(L, "key.derive", NULL, EINVAL, "time must be above 0 and at most 3600 seconds");
 	if (strcmp(kdf, "pbkdf2") == 0) {
@@ -259,8 +319,7 @@ static int l_calibrate(lua_State *L)
 		lua_pushinteger(L, (lua_Integer)p);
 	} else
 		return raise_error(L, "key.derive", NULL, EINVAL, "kdf must be pbkdf2 or scrypt, got '%s'", kdf);
-	if (b.show)
-		fputs("\r\033[K", stderr);
+	bench_tick(&b, 1);
 	return strcmp(kdf, "scrypt") == 0 ? 3 : 1;
 }
 

@@ -102,6 +102,68 @@ static void set_pbkdf(lua_State *L, struct crypt_device *cd, const struct crypt_
 		cryptsetup_fail(L, cd, op, path, -r, "the key derivation (pbkdf) was refused");
 }
 
+/* A secret handed to a worker thread: a copy in locked memory of its own,
+ * so that a progress callback closing the Key meanwhile takes nothing from
+ * under the worker. */
+struct secret {
+	char *bytes;
+	size_t len, cap;
+};
+
+static void secret_copy(lua_State *L, struct secret *s, const unsigned char *b, size_t len, const char *op)
+{
+	s->len = s->cap = len;
+	if (!(s->bytes = secure_alloc(&s->cap)))
+		raise_error(L, op, NULL, errno, "cannot map memory for a key");
+	memcpy(s->bytes, b, len);
+}
+
+static void secret_drop(struct secret *s)
+{
+	if (s->bytes)
+		secure_free(s->bytes, s->cap);
+	s->bytes = NULL;
+}
+
+/* opts.progress (a function: its index, left on the stack) or 0. */
+static int progress_of(lua_State *L, int opts)
+{
+	if (lua_type(L, opts) != LUA_TTABLE)
+		return 0;
+	if (lua_getfield(L, opts, "progress") == LUA_TFUNCTION)
+		return lua_gettop(L);
+	lua_pop(L, 1);
+	return 0;
+}
+
+/* libcryptsetup's PBKDF for the op: what the caller set, or its default. */
+static const char *pbkdf_name(const struct crypt_pbkdf_type *p, const char *type)
+{
+	const struct crypt_pbkdf_type *d = p && p->type ? p : crypt_get_pbkdf_default(type);
+	return d ? d->type : NULL;
+}
+
+struct format_job {
+	struct crypt_device *cd;
+	const char *type, *cipher, *mode, *uuid;
+	struct secret pass, vk;
+	size_t vlen;
+	void *params;
+	int r, step;
+};
+
+/* In the worker: the header, then the first key slot (its PBKDF). */
+static void format_work(void *p)
+{
+	struct format_job *j = p;
+	j->step = 1;
+	j->r = crypt_format(j->cd, j->type, j->cipher, j->mode, j->uuid, j->vk.bytes, j->vlen, j->params);
+	if (j->r < 0)
+		return;
+	j->step = 2;
+	j->r = crypt_keyslot_add_by_volume_key(j->cd, CRYPT_ANY_SLOT, j->vk.bytes, j->vlen, j->pass.bytes, j->pass.len);
+}
+
 /* core.luks_format(path, opts, passphrase[, volume_key]) -> slot, uuid.
  * opts: {type = "luks1"|"luks2", cipher, mode, key_size (bytes), sector_size,
  * label, subsystem, uuid, pbkdf = {...}}; the volume key is made by
@@ -116,7 +178,8 @@ static int l_format(lua_State *L)
 	struct crypt_pbkdf_type pbkdf;
 	struct crypt_params_luks1 p1 = {0};
 	struct crypt_params_luks2 p2 = {0};
-	int r, luks1;
+	struct format_job j = {0};
+	int r, luks1, cb, status;
 	luaL_checktype(L, 2, LUA_TTABLE);
 	pass = key_bytes(L, 3, &plen);
 	if (!lua_isnoneornil(L, 4))
@@ -129,22 +192,34 @@ static int l_format(lua_State *L)
 	p2.subsystem = opt_string_field(L, 2, "subsystem", NULL);
 	if (pbkdf_of(L, 2, &pbkdf))
 		p2.pbkdf = &pbkdf;
+	j.type = luks1 ? CRYPT_LUKS1 : CRYPT_LUKS2;
+	j.cipher = opt_string_field(L, 2, "cipher", NULL);
+	j.mode = opt_string_field(L, 2, "mode", NULL);
+	j.uuid = opt_string_field(L, 2, "uuid", NULL);
+	j.vlen = vlen;
+	j.params = luks1 ? (void *)&p1 : (void *)&p2;
+	cb = progress_of(L, 2);
 	cryptsetup_log_reset();
 	if ((r = crypt_init(&cd, path)) < 0)
 		return cryptsetup_fail(L, NULL, "luks.format", path, -r, "cannot open the device");
 	cryptsetup_log_to(cd);
 	if (luks1 && p2.pbkdf && (r = crypt_set_pbkdf_type(cd, p2.pbkdf)) < 0)
 		return cryptsetup_fail(L, cd, "luks.format", path, -r, "the key derivation (pbkdf) was refused");
-	r = crypt_format(cd, luks1 ? CRYPT_LUKS1 : CRYPT_LUKS2, opt_string_field(L, 2, "cipher", NULL),
-	                 opt_string_field(L, 2, "mode", NULL), opt_string_field(L, 2, "uuid", NULL),
-	                 (const char *)vk, vlen,
-	                 luks1 ? (void *)&p1 : (void *)&p2);
-	if (r < 0)
-		return cryptsetup_fail(L, cd, "luks.format", path, -r, "cannot write the LUKS header");
-	r = crypt_keyslot_add_by_volume_key(cd, CRYPT_ANY_SLOT, (const char *)vk, vlen,
-	                                    (const char *)pass, plen);
-	if (r < 0)
-		return cryptsetup_fail(L, cd, "luks.format", path, -r, "cannot add the first key slot");
+	j.cd = cd;
+	secret_copy(L, &j.pass, pass, plen, "luks.format");	/* (cd leaks if these raise: out of memory) */
+	if (vk)
+		secret_copy(L, &j.vk, vk, vlen, "luks.format");
+	/* a raising callback: the worker has finished; the header it wrote stays */
+	status = progress_run(L, cb, "luks.format", "derive", pbkdf_name(p2.pbkdf, j.type), -1, format_work, &j);
+	secret_drop(&j.pass);
+	secret_drop(&j.vk);
+	if (status != LUA_OK) {
+		crypt_free(cd);
+		return lua_error(L);
+	}
+	if ((r = j.r) < 0)
+		return cryptsetup_fail(L, cd, "luks.format", path, -r,
+		                       j.step == 1 ? "cannot write the LUKS header" : "cannot add the first key slot");
 	{
 		/* pushing may fail (memory): free cd, and the volume key it holds, first */
 		char uuid[64];
@@ -156,6 +231,24 @@ static int l_format(lua_State *L)
 	return 2;
 }
 
+struct open_job {
+	struct crypt_device *cd;
+	const char *name;
+	int by_vk;
+	struct secret k;
+	uint32_t flags;
+	int r;
+};
+
+static void open_work(void *p)
+{
+	struct open_job *j = p;
+	if (j->by_vk)
+		j->r = crypt_activate_by_volume_key(j->cd, j->name, j->k.bytes, j->k.len, j->flags);
+	else
+		j->r = crypt_activate_by_passphrase(j->cd, j->name, CRYPT_ANY_SLOT, j->k.bytes, j->k.len, j->flags);
+}
+
 /* core.luks_open(path, name, how, key, {readonly, discards}) -> slot (or
  * -1 for a volume key): how is "passphrase" or "volume_key". */
 static int l_open(lua_State *L)
@@ -164,25 +257,35 @@ static int l_open(lua_State *L)
 	const char *how = luaL_checkstring(L, 3);
 	size_t len;
 	const unsigned char *k = key_bytes(L, 4, &len);
-	uint32_t flags = 0;
+	struct open_job j = {0};
 	struct crypt_device *cd;
-	int r;
+	int r, cb, status;
+	j.name = name;
+	j.by_vk = strcmp(how, "volume_key") == 0;
 	if (opt_bool_field(L, 5, "readonly", 0))
-		flags |= CRYPT_ACTIVATE_READONLY;
+		j.flags |= CRYPT_ACTIVATE_READONLY;
 	if (opt_bool_field(L, 5, "discards", 0))
-		flags |= CRYPT_ACTIVATE_ALLOW_DISCARDS;
+		j.flags |= CRYPT_ACTIVATE_ALLOW_DISCARDS;
+	cb = progress_of(L, 5);
 	cd = load(L, path, "luks.open");
-	if (strcmp(how, "volume_key") == 0)
-		r = crypt_activate_by_volume_key(cd, name, (const char *)k, len, flags);
-	else
-		r = crypt_activate_by_passphrase(cd, name, CRYPT_ANY_SLOT, (const char *)k, len, flags);
-	if (r == -EPERM)
-		return cryptsetup_fail(L, cd, "luks.open", name, EPERM, strcmp(how, "volume_key") == 0 ?
+	j.cd = cd;
+	secret_copy(L, &j.k, k, len, "luks.open");
+	status = progress_run(L, cb, "luks.open", "derive", NULL, -1, open_work, &j);
+	secret_drop(&j.k);
+	if (status != LUA_OK) {
+		/* the callback raised: what the worker opened is closed again */
+		if (j.r >= 0)
+			crypt_deactivate(cd, name);
+		crypt_free(cd);
+		return lua_error(L);
+	}
+	if ((r = j.r) == -EPERM)
+		return cryptsetup_fail(L, cd, "luks.open", name, EPERM, j.by_vk ?
 		            "the volume key does not match the header" : "no key slot opens with this passphrase");
 	if (r < 0)
 		return cryptsetup_fail(L, cd, "luks.open", name, -r, "cannot open the LUKS volume");
 	crypt_free(cd);
-	lua_pushinteger(L, strcmp(how, "volume_key") == 0 ? -1 : r);
+	lua_pushinteger(L, j.by_vk ? -1 : r);
 	return 1;
 }
 
@@ -295,20 +398,65 @@ static int l_info(lua_State *L)
 	return 1;
 }
 
+/* add_key, change_key and remove_key's check, in the worker. */
+struct slot_job {
+	struct crypt_device *cd;
+	int what, slot, r;	/* what: 'a'dd, 'c'hange, 'r'emove's check */
+	struct secret old, new;
+};
+
+static void slot_work(void *p)
+{
+	struct slot_job *j = p;
+	if (j->what == 'a')
+		j->r = crypt_keyslot_add_by_passphrase(j->cd, j->slot, j->old.bytes, j->old.len, j->new.bytes, j->new.len);
+	else if (j->what == 'c')
+		j->r = crypt_keyslot_change_by_passphrase(j->cd, CRYPT_ANY_SLOT, CRYPT_ANY_SLOT, j->old.bytes, j->old.len,
+		                                          j->new.bytes, j->new.len);
+	else
+		j->r = crypt_activate_by_passphrase(j->cd, NULL, CRYPT_ANY_SLOT, j->old.bytes, j->old.len, 0);
+}
+
+/* Run a slot job: LUA_OK, or the callback raised (the copies are wiped either way). */
+static int slot_run(lua_State *L, int cb, const char *op, struct slot_job *j, const char *what,
+                    const unsigned char *old, size_t olen, const unsigned char *new, size_t nlen)
+{
+	int status;
+	secret_copy(L, &j->old, old, olen, op);
+	if (new)
+		secret_copy(L, &j->new, new, nlen, op);
+	status = progress_run(L, cb, op, "derive", what, -1, slot_work, j);
+	secret_drop(&j->old);
+	secret_drop(&j->new);
+	return status;
+}
+
 /* core.luks_add_key(path, passphrase, new, slot (-1: any), opts) -> slot */
 static int l_add_key(lua_State *L)
 {
 	const char *path = luaL_checkstring(L, 1);
 	size_t olen, nlen;
 	const unsigned char *old = key_bytes(L, 2, &olen), *new = key_bytes(L, 3, &nlen);
-	int slot = (int)luaL_checkinteger(L, 4), r;
+	int slot = (int)luaL_checkinteger(L, 4), r, cb;
 	struct crypt_pbkdf_type p;
 	int given = pbkdf_of(L, 5, &p);
-	struct crypt_device *cd = load(L, path, "luks.add_key");
+	struct crypt_device *cd;
+	struct slot_job j = {0};
+	cb = progress_of(L, 5);
+	cd = load(L, path, "luks.add_key");
 	set_pbkdf(L, cd, given ? &p : NULL, "luks.add_key", path);
-	r = crypt_keyslot_add_by_passphrase(cd, slot < 0 ? CRYPT_ANY_SLOT : slot, (const char *)old, olen,
-	                                    (const char *)new, nlen);
-	if (r == -EPERM)
+	j.cd = cd;
+	j.what = 'a';
+	j.slot = slot < 0 ? CRYPT_ANY_SLOT : slot;
+	if (slot_run(L, cb, "luks.add_key", &j, crypt_get_pbkdf_type(cd) ? crypt_get_pbkdf_type(cd)->type : NULL,
+	             old, olen, new, nlen) != LUA_OK) {
+		/* the callback raised: the slot the worker added goes again */
+		if (j.r >= 0)
+			crypt_keyslot_destroy(cd, j.r);
+		crypt_free(cd);
+		return lua_error(L);
+	}
+	if ((r = j.r) == -EPERM)
 		return cryptsetup_fail(L, cd, "luks.add_key", path, EPERM, "no key slot opens with this passphrase");
 	if (r < 0)
 		return cryptsetup_fail(L, cd, "luks.add_key", path, -r, "cannot add the key slot");
@@ -325,12 +473,21 @@ static int l_change_key(lua_State *L)
 	size_t olen, nlen;
 	const unsigned char *old = key_bytes(L, 2, &olen), *new = key_bytes(L, 3, &nlen);
 	struct crypt_pbkdf_type p;
-	int given = pbkdf_of(L, 4, &p), r;
-	struct crypt_device *cd = load(L, path, "luks.change_key");
+	int given = pbkdf_of(L, 4, &p), r, cb;
+	struct crypt_device *cd;
+	struct slot_job j = {0};
+	cb = progress_of(L, 4);
+	cd = load(L, path, "luks.change_key");
 	set_pbkdf(L, cd, given ? &p : NULL, "luks.change_key", path);
-	r = crypt_keyslot_change_by_passphrase(cd, CRYPT_ANY_SLOT, CRYPT_ANY_SLOT, (const char *)old, olen,
-	                                       (const char *)new, nlen);
-	if (r == -EPERM)
+	j.cd = cd;
+	j.what = 'c';
+	/* a raising callback: the change, made by then, stands (the old passphrase no longer opens it) */
+	if (slot_run(L, cb, "luks.change_key", &j, crypt_get_pbkdf_type(cd) ? crypt_get_pbkdf_type(cd)->type : NULL,
+	             old, olen, new, nlen) != LUA_OK) {
+		crypt_free(cd);
+		return lua_error(L);
+	}
+	if ((r = j.r) == -EPERM)
 		return cryptsetup_fail(L, cd, "luks.change_key", path, EPERM, "no key slot opens with this passphrase");
 	if (r < 0)
 		return cryptsetup_fail(L, cd, "luks.change_key", path, -r, "cannot change the key slot");
@@ -339,16 +496,24 @@ static int l_change_key(lua_State *L)
 	return 1;
 }
 
-/* core.luks_remove_key(path, passphrase) -> slot: the slot that opens with
- * it is destroyed (cryptsetup luksRemoveKey). */
+/* core.luks_remove_key(path, passphrase[, opts]) -> slot: the slot that
+ * opens with it is destroyed (cryptsetup luksRemoveKey). */
 static int l_remove_key(lua_State *L)
 {
 	const char *path = luaL_checkstring(L, 1);
 	size_t len;
 	const unsigned char *k = key_bytes(L, 2, &len);
+	int cb = progress_of(L, 3), slot, r;
 	struct crypt_device *cd = load(L, path, "luks.remove_key");
-	int slot = crypt_activate_by_passphrase(cd, NULL, CRYPT_ANY_SLOT, (const char *)k, len, 0), r;
-	if (slot == -EPERM)
+	struct slot_job j = {0};
+	j.cd = cd;
+	j.what = 'r';
+	/* a raising callback: nothing is destroyed (the check ran, nothing more) */
+	if (slot_run(L, cb, "luks.remove_key", &j, NULL, k, len, NULL, 0) != LUA_OK) {
+		crypt_free(cd);
+		return lua_error(L);
+	}
+	if ((slot = j.r) == -EPERM)
 		return cryptsetup_fail(L, cd, "luks.remove_key", path, EPERM, "no key slot opens with this passphrase");
 	if (slot < 0)
 		return cryptsetup_fail(L, cd, "luks.remove_key", path, -slot, "cannot check the passphrase");

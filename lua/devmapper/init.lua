@@ -92,7 +92,17 @@ end
 
 -- Every target type has its builder here, by name with '_' for '-':
 -- dm.linear, dm.striped, dm.zero, dm.error, dm.crypt, dm.snapshot_origin, ...
+-- dm.progress: the default progress callback (devmapper.progress), nil
+-- unless set: dm.progress = function(p) ... end.
+local progress = require "devmapper.progress"
 return setmetatable(dm, {__index = function(_, k)
+  if k == "progress" then return progress.default end
   local d = type(k) == "string" and target.get((k:gsub("_", "-")))
   return d and d.builder or nil
+end, __newindex = function(t, k, v)
+  if k ~= "progress" then return rawset(t, k, v) end
+  if v ~= nil and type(v) ~= "function" then
+    require("devmapper.check").fail("progress", nil, "dm.progress must be a function or nil, got %s", type(v))
+  end
+  progress.default = v
 end})

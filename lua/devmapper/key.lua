@@ -7,6 +7,7 @@
 local core = require "devmapper.core"
 local check = require "devmapper.check"
 local kernel = require "devmapper.kernel"
+local progress = require "devmapper.progress"
 local scope = require "devmapper.scope"
 local size = require "devmapper.size"
 
@@ -98,13 +99,13 @@ end
 --- Derive a key from a passphrase with PBKDF2 or scrypt (OpenSSL).
 -- The cost is explicit (`iterations`; scrypt's `N`, `r`, `p`) or calibrated
 -- to a CPU time (`time`, default 2 s, as cryptsetup): PBKDF2 never goes
--- below 1000 iterations; scrypt stays within `memory`. Calibration shows
--- progress on stderr when it is a terminal (unless `progress = false`).
+-- below 1000 iterations; scrypt stays within `memory`. Calibration ticks
+-- `progress` (default dm.progress; false: none; see devmapper.progress).
 -- @param pass string or Key
 -- @tparam[opt] table opts {kdf = "pbkdf2"|"scrypt", hash = "sha256" (pbkdf2: any digest
 --   cryptsetup takes: sha1, sha512, sha3-256, ripemd160, whirlpool, sm3, ...),
 --   salt = bytes (default: 32 random bytes), size = 64, iterations =, N =, r =, p =, time = seconds,
---   memory = "128MiB" (scrypt calibration bound; bytes or a size string), progress = true}
+--   memory = "128MiB" (scrypt calibration bound; bytes or a size string), progress = function | false}
 -- @treturn Key
 -- @treturn table the parameters that derive it again: {kdf, hash, salt, iterations, size} or
 --   {kdf, salt, N, r, p, size}
@@ -115,6 +116,7 @@ function key.derive(pass, opts)
   passphrase(op, pass)
   opts = fields(op, opts, derive_fields)
   local kdf = one_of(op, "kdf", opts.kdf or "pbkdf2", {"pbkdf2", "scrypt"})
+  local tick = progress.of(op, opts.progress)
   local salt = opts.salt
   if salt == nil then salt = random_salt() end
   if type(salt) ~= "string" then check.fail(op, nil, "field 'salt' must be a string of bytes, got %s", type(salt)) end
@@ -137,10 +139,12 @@ function key.derive(pass, opts)
       check.fail(op, nil, "fields 'iterations' and 'time' exclude each other: give the cost or a time to calibrate it")
     end
     if iter == nil then
-      iter = core.key_calibrate("pbkdf2", hash, n, t or 2.0, nil, opts.progress ~= false)
+      iter = core.key_calibrate("pbkdf2", hash, n, t or 2.0, nil, tick)
     end
     int_at_least(op, "iterations", iter, 1)
-    return core.key_pbkdf2(pass, hash, salt, iter, n), {kdf = kdf, hash = hash, salt = salt, iterations = iter, size = n}
+    -- a calibrated cost takes about the time asked: the ticks' total
+    local ms = opts.iterations == nil and math.floor((t or 2.0) * 1000 + 0.5) or nil
+    return core.key_pbkdf2(pass, hash, salt, iter, n, tick, ms), {kdf = kdf, hash = hash, salt = salt, iterations = iter, size = n}
   end
   if opts.hash ~= nil then check.fail(op, nil, "field 'hash' is for pbkdf2 (scrypt has its own)") end
   if opts.iterations ~= nil then check.fail(op, nil, "field 'iterations' is for pbkdf2; scrypt takes N, r, p") end
@@ -158,7 +162,7 @@ function key.derive(pass, opts)
       check.fail(op, nil, "field 'memory' must be bytes or a size like \"256MiB\", got %s", tostring(mem))
     end
     if mem < 2 * 1024 * 1024 then check.fail(op, nil, "field 'memory' must be at least 2 MiB, got %d bytes", mem) end
-    N, r, p = core.key_calibrate("scrypt", nil, n, t or 2.0, mem, opts.progress ~= false)
+    N, r, p = core.key_calibrate("scrypt", nil, n, t or 2.0, mem, tick)
   elseif opts.memory ~= nil then
     check.fail(op, nil, "field 'memory' bounds calibration; with N, r, p the memory is 128 * r * N bytes")
   end
@@ -166,7 +170,8 @@ function key.derive(pass, opts)
   if N & (N - 1) ~= 0 then check.fail(op, nil, "field 'N' must be a power of 2, got %d", N) end
   r = int_at_least(op, "r", r or 8, 1)
   p = int_at_least(op, "p", p or 1, 1)
-  return core.key_scrypt(pass, salt, N, r, p, n), {kdf = kdf, salt = salt, N = N, r = r, p = p, size = n}
+  local ms = opts.N == nil and opts.r == nil and opts.p == nil and math.floor((t or 2.0) * 1000 + 0.5) or nil
+  return core.key_scrypt(pass, salt, N, r, p, n, tick, ms), {kdf = kdf, salt = salt, N = N, r = r, p = p, size = n}
 end
 
 --- The key cryptsetup's plain mode makes from a passphrase, so a

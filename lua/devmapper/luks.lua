@@ -11,6 +11,7 @@ local device = require "devmapper.device"
 local kernel = require "devmapper.kernel"
 local key = require "devmapper.key"
 local keyring = require "devmapper.keyring"
+local progress = require "devmapper.progress"
 local scope = require "devmapper.scope"
 local target = require "devmapper.target"
 
@@ -87,13 +88,16 @@ end
 --   made by libcryptsetup), sector_size (LUKS2: 512 to 4096; default: as cryptsetup,
 --   the device's), label =,
 --   subsystem =, uuid =, pbkdf = {type = "argon2id" | "argon2i" | "pbkdf2", time = s,
---   iterations =, memory = KiB, parallel =, hash =}}
+--   iterations =, memory = KiB, parallel =, hash =}, progress = function | false
+--   (ticks while libcryptsetup derives: devmapper.progress; if it raises, the
+--   header written by then stays, and the error reaches the caller)}
 -- @treturn table {slot = the key slot made, uuid = the header's UUID}
 function luks.format(dev, opts)
   local op = "luks.format"
   local path = path_of(op, dev)
   opts = options(op, opts, {passphrase = true, version = true, cipher = true, key_size = true, volume_key = true,
-                            sector_size = true, label = true, subsystem = true, uuid = true, pbkdf = true})
+                            sector_size = true, label = true, subsystem = true, uuid = true, pbkdf = true,
+                            progress = true})
   local pass = a_key(op, "passphrase", opts.passphrase, "the first key slot's passphrase")
   local version = opts.version or 2
   if version ~= 1 and version ~= 2 then check.fail(op, nil, "field 'version' must be 1 or 2, got %s", tostring(version)) end
@@ -122,7 +126,7 @@ function luks.format(dev, opts)
     type = version == 1 and "luks1" or "luks2", cipher = cipher, mode = mode, key_size = key_size,
     sector_size = sector_size, label = label(op, "label", opts.label, version),
     subsystem = label(op, "subsystem", opts.subsystem, version), uuid = opts.uuid,
-    pbkdf = pbkdf(op, opts.pbkdf, version),
+    pbkdf = pbkdf(op, opts.pbkdf, version), progress = progress.worker(op, opts.progress),
   }, pass, vk)
   return {slot = slot, uuid = uuid}
 end
@@ -147,14 +151,16 @@ end
 -- @param dev a path, Loop or Device
 -- @tparam string name the device-mapper name (/dev/mapper/name)
 -- @tparam table opts {passphrase = Key | keyfile = path | volume_key = Key,
---   readonly = false, discards = false}
+--   readonly = false, discards = false, progress = function | false (ticks while
+--   the key slots' PBKDF runs; if it raises, the volume is closed again)}
 -- @treturn Device, with `slot` set to the key slot that opened it
 -- @usage local dev = dm.luks.open(l1, "secret", {passphrase = dm.key.prompt("Passphrase: ")})
 function luks.open(dev, name, opts)
   local op = "luks.open"
   local path = path_of(op, dev)
   check.name(op, name)
-  opts = options(op, opts, {passphrase = true, keyfile = true, volume_key = true, readonly = true, discards = true})
+  opts = options(op, opts, {passphrase = true, keyfile = true, volume_key = true, readonly = true, discards = true,
+                            progress = true})
   local given = (opts.passphrase and 1 or 0) + (opts.keyfile and 1 or 0) + (opts.volume_key and 1 or 0)
   if given ~= 1 then check.fail(op, name, "give exactly one of the fields 'passphrase', 'keyfile' and 'volume_key'") end
   for _, f in ipairs {"readonly", "discards"} do
@@ -168,7 +174,9 @@ function luks.open(dev, name, opts)
     close_k = k
   end
   a_key(op, how, k, "the passphrase")
-  local ok, slot = pcall(call, "luks_open", path, name, how, k, {readonly = opts.readonly, discards = opts.discards})
+  local tick = progress.worker(op, opts.progress)
+  local ok, slot = pcall(call, "luks_open", path, name, how, k, {readonly = opts.readonly, discards = opts.discards,
+                                                                 progress = tick})
   if close_k then close_k:close() end
   if not ok then error(slot, 0) end
   local d = device.named(name)
@@ -203,35 +211,39 @@ function luks.info(dev) return kernel.call("luks_info", path_of("luks.info", dev
 
 --- Add a key slot that opens with `new` (cryptsetup luksAddKey).
 -- @param dev the volume: a path, a Loop or a Device
--- @tparam table opts {passphrase = Key (one that opens it now), new = Key, slot =, pbkdf =}
+-- @tparam table opts {passphrase = Key (one that opens it now), new = Key, slot =, pbkdf =,
+--   progress = function | false (if it raises, the slot added goes again)}
 -- @treturn integer the slot
 function luks.add_key(dev, opts)
   local op = "luks.add_key"
   local path = path_of(op, dev)
-  opts = options(op, opts, {passphrase = true, new = true, slot = true, pbkdf = true})
+  opts = options(op, opts, {passphrase = true, new = true, slot = true, pbkdf = true, progress = true})
   local slot = opts.slot == nil and -1 or integer(op, "slot", opts.slot, 0, 31)
   local version = version_of(path)
   return call("luks_add_key", path, a_key(op, "passphrase", opts.passphrase, "one that opens the volume now"),
-              a_key(op, "new", opts.new, "the new passphrase"), slot, {pbkdf = pbkdf(op, opts.pbkdf, version)})
+              a_key(op, "new", opts.new, "the new passphrase"), slot,
+              {pbkdf = pbkdf(op, opts.pbkdf, version), progress = progress.worker(op, opts.progress)})
 end
 
 --- The slot that opens with `passphrase` opens with `new` instead (cryptsetup luksChangeKey).
 -- @param dev the volume: a path, a Loop or a Device
--- @tparam table opts {passphrase = Key, new = Key, pbkdf =}
+-- @tparam table opts {passphrase = Key, new = Key, pbkdf =, progress = function | false
+--   (if it raises, the change made by then stands)}
 -- @treturn integer the slot now holding it
 function luks.change_key(dev, opts)
   local op = "luks.change_key"
   local path = path_of(op, dev)
-  opts = options(op, opts, {passphrase = true, new = true, pbkdf = true})
+  opts = options(op, opts, {passphrase = true, new = true, pbkdf = true, progress = true})
   local version = version_of(path)
   return call("luks_change_key", path, a_key(op, "passphrase", opts.passphrase, "the current passphrase"),
-              a_key(op, "new", opts.new, "the new passphrase"), {pbkdf = pbkdf(op, opts.pbkdf, version)})
+              a_key(op, "new", opts.new, "the new passphrase"),
+              {pbkdf = pbkdf(op, opts.pbkdf, version), progress = progress.worker(op, opts.progress)})
 end
 
 -- The last key slot goes only when asked (cryptsetup asks before it too):
 -- without one, nothing opens the volume again.
 local function not_last(op, path, opts, slot)
-  opts = options(op, opts, {force = true})
+  opts = options(op, opts, {force = true, progress = true})
   if opts.force ~= nil and type(opts.force) ~= "boolean" then check.fail(op, nil, "field 'force' must be a boolean") end
   if opts.force then return end
   local info = kernel.call("luks_info", path)
@@ -247,14 +259,15 @@ end
 --- Destroy the slot that opens with the passphrase (cryptsetup luksRemoveKey).
 -- @param dev the volume: a path, a Loop or a Device
 -- @param passphrase a Key or a string: the one its slot opens with
--- @tparam[opt] table opts {force = true: even the last slot}
+-- @tparam[opt] table opts {force = true: even the last slot, progress = function | false
+--   (while the passphrase is checked; if it raises, nothing is destroyed)}
 -- @treturn integer the slot destroyed
 function luks.remove_key(dev, passphrase, opts)
   local op = "luks.remove_key"
   local path = path_of(op, dev)
   a_key(op, "passphrase", passphrase, "the passphrase to remove")
   not_last(op, path, opts)
-  return call("luks_remove_key", path, passphrase)
+  return call("luks_remove_key", path, passphrase, {progress = progress.worker(op, opts and opts.progress)})
 end
 
 --- Destroy a key slot without asking for its passphrase (cryptsetup luksKillSlot).

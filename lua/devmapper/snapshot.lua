@@ -8,6 +8,7 @@ local check = require "devmapper.check"
 local device = require "devmapper.device"
 local dmtable = require "devmapper.table"
 local kernel = require "devmapper.kernel"
+local progress = require "devmapper.progress"
 local scope = require "devmapper.scope"
 local size = require "devmapper.size"
 local target = require "devmapper.target"
@@ -309,7 +310,11 @@ local sleep = require("devmapper.core").sleep
 -- overlay device is removed (it must be closed), or, in place, the device
 -- gets its own table back and stays in use. Needs a persistent store and a
 -- writable base. If the wait times out, calling commit again resumes it.
--- @tparam[opt] table opts {timeout = 60}
+-- While it waits, `progress` ticks with the sectors merged of those to merge
+-- (devmapper.progress: phase "merge", unit "sectors"); if the callback raises,
+-- the wait stops as on a timeout (the merge goes on; commit again to finish)
+-- and the error is the failed step's cause.
+-- @tparam[opt] table opts {timeout = 60, progress = function | false}
 function Overlay:commit(opts)
   if self.gone then check.fail("commit", self.view.name, "the overlay was already discarded or committed") end
   if self.store == "N" then
@@ -320,6 +325,7 @@ function Overlay:commit(opts)
   end
   if not self.real then refuse_open("commit", self.view) end
   local timeout = opts and opts.timeout or 60
+  local tick = progress.of("commit", opts and opts.progress)
   local tx = transaction.begin("commit", self.view.name)
   if not self.merging then
     swap(tx, self.view, snapshot.merge {origin = self.origin, cow = self.cow, chunk = self.chunk, persistent = self.store},
@@ -329,9 +335,17 @@ function Overlay:commit(opts)
   tx:step("wait for merge", function()
     if kernel.dry_run or self.back then return end
     local deadline, delay = os.time() + timeout, 0.01
+    local total, done
     while true do
       local st = snapshot.status(self.view)
       if st.state ~= "active" then error(("the merge stopped: the store is %s"):format(st.state), 0) end
+      if tick then
+        -- sectors merged since this wait began, of those there were then
+        total = total or st.used - st.metadata
+        done = math.max(done or 0, math.min(total, total - (st.used - st.metadata)))
+        tick {op = "snapshot.commit", phase = "merge", done = done, total = total, unit = "sectors",
+              finished = st.used == st.metadata or nil}
+      end
       if st.used == st.metadata then return end
       if os.time() >= deadline then
         error(("not finished after %g s (%d sectors left): call commit again to keep waiting"):format(
