@@ -187,4 +187,60 @@ print("after leave")
     assert.is_nil(out:find("after leave", 1, true))
     gone(h.dir, name, loop)
   end)
+
+  -- A crypt create takes its name (a device without a table), links its
+  -- keys, then loads and resumes: the script stops at the load.
+  local keyed = [[
+local dm = require "devmapper"
+local s <close> = dm.scope()
+local l = dm.loop.create(dir .. "/store", "2MiB")
+local f = io.open(dir .. "/loop", "w") f:write(l.path) f:close()
+dm.kernel.fault = function(op) if op == "dm_load" then ready() wait_for("sent") end return false end
+dm.create(arg[2], dm.crypt {l, key = dm.key.random(64), length = 8})
+print("created") io.stdout:flush()
+spin()
+]]
+
+  it("finishes a crypt create a signal arrives in, then undoes it: no device, no keyring", function()
+    local name = ("sigkey%d"):format(math.random(1e6))
+    local h = start(keyed, {name})
+    local loop = io.open(h.dir .. "/loop"):read("a")
+    assert.is_table(core.ring_keys("devmapper:dev:" .. name), "the keys are linked before the load")
+    kill(h, "INT")
+    touch(h, "sent")
+    local code, out = finish(h)
+    assert.equal(130, code, out)
+    assert.is_nil(out:find("created", 1, true), "the error came as the create ended")
+    gone(h.dir, name, loop)
+    assert.is_nil(core.ring_keys("devmapper:dev:" .. name))
+  end)
+
+  it("leaves what a SIGKILL in a crypt member's create left to dm.cleanup; the stack applies again", function()
+    local prefix = ("sigkill%d"):format(math.random(1e6))
+    local h = start([[
+local dm = require "devmapper"
+local l = dm.loop.create(dir .. "/store", "2MiB")
+local f = io.open(dir .. "/loop", "w") f:write(l.path) f:close()
+dm.kernel.fault = function(op) if op == "dm_load" then ready() spin() end return false end
+dm.stack {prefix = arg[2], c = dm.crypt {l, key = dm.key.random(64), length = 8}}:apply()
+]], {prefix})
+    kill(h, "KILL")
+    finish(h)
+    local name = prefix .. "-c"
+    local info = core.dm_info(name)
+    assert.is_false(info.live_table, "the name was taken, no table loaded yet")
+    assert.is_table(core.ring_keys("devmapper:dev:" .. name), "its keys were linked")
+    local dm = require "devmapper"
+    assert.same({name}, dm.cleanup(prefix))
+    assert.is_nil(core.dm_info(name))
+    assert.is_nil(core.ring_keys("devmapper:dev:" .. name))
+    local loop = io.open(h.dir .. "/loop"):read("a")
+    local l = dm.loop.open(loop)
+    local st = dm.stack {prefix = prefix, c = dm.crypt {l, key = dm.key.random(64), length = 8}}
+    st:apply()
+    assert.is_true(core.dm_info(name).live_table)
+    st:teardown()
+    assert.is_nil(core.ring_keys("devmapper:dev:" .. name))
+    l:remove()
+  end)
 end)

@@ -103,19 +103,23 @@ end
 function device.make(name, t, targets, ctx, opts)
   t:before_create(ctx)
   local o = {uuid = opts.uuid, readonly = readonly(targets, opts.readonly)}
-  if keyring.names_keys(targets) then
-    kernel.critical(create_keyed, name, targets, o)
-  else
-    -- a table without keyring keys touches no ring: a stale one, left by a
-    -- kill between linking keys and a create, goes at remove or dm.cleanup
-    kernel.call("dm_create", name, targets, o)
-  end
   local dev = wrap(name)
-  scope.track("device " .. name, function()
-    if kernel.call("dm_info", dev.name) then
-      device.ensure_resumed(dev.name)
-      dev:remove()
+  -- one critical section: a signal's error comes once the scope knows the
+  -- device, so that the scope's undo removes it
+  kernel.critical(function()
+    if keyring.names_keys(targets) then
+      create_keyed(name, targets, o)
+    else
+      -- a table without keyring keys touches no ring: a stale one, left by a
+      -- kill between linking keys and a create, goes at remove or dm.cleanup
+      kernel.call("dm_create", name, targets, o)
     end
+    scope.track("device " .. name, function()
+      if kernel.call("dm_info", dev.name) then
+        device.ensure_resumed(dev.name)
+        dev:remove()
+      end
+    end)
   end)
   return dev
 end
