@@ -129,6 +129,66 @@ int opt_bool_field(lua_State *L, int idx, const char *k, int d)
 	return v;
 }
 
+/*
+ * While libcryptsetup works in a worker thread (progress.c), a progress
+ * callback runs in this one: every core function that reaches
+ * libdevmapper, libcryptsetup, the keyring or a device refuses then, in C,
+ * so that neither a direct core call nor a signal's error in the Lua
+ * layer's bookkeeping gets past it. Upvalues: the function, its name.
+ */
+static int guarded(lua_State *L)
+{
+	const char *busy = progress_busy();
+	if (busy) {
+		const char *name = lua_tostring(L, lua_upvalueindex(2)), *u = strchr(name, '_');
+		lua_pushstring(L, u ? u + 1 : name);
+		return raise_error(L, lua_tostring(L, -1), NULL, EBUSY,
+		                   "the module is busy (%s runs in another thread): a progress callback must not call it",
+		                   busy);
+	}
+	lua_pushvalue(L, lua_upvalueindex(1));
+	lua_insert(L, 1);
+	lua_call(L, lua_gettop(L) - 1, LUA_MULTRET);
+	return lua_gettop(L);
+}
+
+/* core.busy() -> the operation running in a worker thread, or nil */
+static int l_busy(lua_State *L)
+{
+	const char *busy = progress_busy();
+	if (!busy)
+		return 0;
+	lua_pushstring(L, busy);
+	return 1;
+}
+
+/* What a callback may call meanwhile: errors, time, critical sections, and
+ * keys made in memory (their derivation runs in a worker of its own). */
+static const char *const unguarded[] = {
+	"error", "sleep", "monotonic", "busy", "critical_enter", "critical_leave", "digest_size", "key_calibrate",
+	"key_fingerprint", "key_from_hex", "key_pbkdf2", "key_plain", "key_prompt", "key_random", "key_read",
+	"key_scrypt", "lock", "blkdev", NULL
+};
+
+static void guard_all(lua_State *L)
+{
+	lua_pushnil(L);
+	while (lua_next(L, -2)) {
+		size_t i;
+		int skip = lua_type(L, -2) != LUA_TSTRING || !lua_iscfunction(L, -1);
+		for (i = 0; !skip && unguarded[i]; i++)
+			skip = strcmp(lua_tostring(L, -2), unguarded[i]) == 0;
+		if (!skip) {
+			lua_pushvalue(L, -2);
+			lua_pushcclosure(L, guarded, 2);
+			lua_pushvalue(L, -2);
+			lua_insert(L, -2);
+			lua_rawset(L, -4);	/* replacing an existing key: next goes on */
+		} else
+			lua_pop(L, 1);
+	}
+}
+
 int luaopen_devmapper_core(lua_State *L)
 {
 	lua_newtable(L);
@@ -151,5 +211,8 @@ int luaopen_devmapper_core(lua_State *L)
 	spawn_open(L);
 	luks_open(L);
 	verity_open(L);
+	guard_all(L);
+	lua_pushcfunction(L, l_busy);
+	lua_setfield(L, -2, "busy");
 	return 1;
 }

@@ -53,7 +53,11 @@ int cryptsetup_fail(lua_State *L, struct crypt_device *cd, const char *op, const
 int progress_tick(lua_State *L, int cb, const char *op, const char *phase, const char *what, lua_Integer done,
                   lua_Integer total, const char *unit, int finished);
 int progress_run(lua_State *L, int cb, const char *op, const char *phase, const char *what, lua_Integer total,
-                 void (*fn)(void *), void *arg);
+                 int exclusive, void (*fn)(void *), void *arg);
+/* exclusive: fn holds libcryptsetup and libdevmapper; until it ends,
+ * progress_busy() is op and core.c refuses the calls that use them (the
+ * callback's). NULL otherwise. */
+const char *progress_busy(void);
 
 /* secure.c: locked memory, and the devmapper.Key that holds it. */
 #define KEY_TYPE "devmapper.Key"

@@ -114,15 +114,17 @@ static int scrypt(const unsigned char *pass, size_t plen, const unsigned char *s
 }
 
 /* A derivation for the worker thread (progress.c): the passphrase copied
- * into locked memory of its own (a callback could close its Key meanwhile),
- * the key made into the new Key's memory, which Lua cannot reach yet. */
+ * into locked memory of its own, and the key made there too, copied into
+ * the new Key once the worker is done (a callback could close either Key
+ * meanwhile: debug.getlocal reaches the one on this C function's stack). */
 struct derive {
-	unsigned char *pass;
+	unsigned char *pass;	/* plen bytes, then the size bytes of out */
 	size_t plen, pcap, slen, size;
 	const unsigned char *salt;
 	const char *hash;	/* NULL: scrypt */
 	uint64_t cost, r, p;
 	unsigned char *out;
+	unsigned long err;	/* OpenSSL's error in the worker (its queue is the worker's) */
 	int ok;
 };
 
@@ -131,6 +133,15 @@ static void derive_work(void *p)
 	struct derive *d = p;
 	d->ok = d->hash ? pbkdf2(d->pass, d->plen, d->salt, d->slen, d->cost, d->hash, d->out, d->size)
 	                : scrypt(d->pass, d->plen, d->salt, d->slen, d->cost, d->r, d->p, d->out, d->size);
+	if (!d->ok)
+		d->err = ERR_peek_last_error();
+	ERR_clear_error();
+}
+
+static const char *derive_reason(const struct derive *d)
+{
+	const char *s = d->err ? ERR_reason_error_string(d->err) : NULL;
+	return s ? s : "no reason given";
 }
 
 /* Derive into k (reserved), ticking the callback at cb (0: none) with the
@@ -143,14 +154,16 @@ static void derive(lua_State *L, struct key *k, struct derive *d, const unsigned
 		cb = 0;
 	if (cb)
 		luaL_checktype(L, cb, LUA_TFUNCTION);
-	d->pcap = d->plen;
+	d->pcap = d->plen + d->size;
 	if (!(d->pass = secure_alloc(&d->pcap))) {
 		key_release(k);
 		raise_error(L, "key.derive", NULL, errno, "cannot map memory for the passphrase");
 	}
 	memcpy(d->pass, pass, d->plen);
-	d->out = k->bytes;
-	status = progress_run(L, cb, "key.derive", "derive", k->origin, total, derive_work, d);
+	d->out = d->pass + d->plen;
+	status = progress_run(L, cb, "key.derive", "derive", k->origin, total, 0, derive_work, d);
+	if (status == LUA_OK && d->ok && k->bytes && k->cap >= d->size)
+		memcpy(k->bytes, d->out, d->size);
 	secure_free(d->pass, d->pcap);
 	if (status != LUA_OK) {
 		key_release(k);
@@ -159,10 +172,12 @@ static void derive(lua_State *L, struct key *k, struct derive *d, const unsigned
 	if (!d->ok) {
 		key_release(k);
 		if (d->hash)
-			raise_error(L, "key.derive", NULL, 0, "PBKDF2 failed: %s", openssl_reason());
+			raise_error(L, "key.derive", NULL, 0, "PBKDF2 failed: %s", derive_reason(d));
 		raise_error(L, "key.derive", NULL, 0, "scrypt (N=%I, r=%I, p=%I) failed: %s", (lua_Integer)d->cost,
-		            (lua_Integer)d->r, (lua_Integer)d->p, openssl_reason());
+		            (lua_Integer)d->r, (lua_Integer)d->p, derive_reason(d));
 	}
+	if (!k->bytes)
+		raise_error(L, "key.derive", NULL, 0, "attempt to use a closed key (closed while it was derived)");
 	k->size = d->size;
 }
 

@@ -110,12 +110,30 @@ struct secret {
 	size_t len, cap;
 };
 
-static void secret_copy(lua_State *L, struct secret *s, const unsigned char *b, size_t len, const char *op)
+static void secret_drop(struct secret *s);
+
+/* Copies of one or two secrets (b2 NULL: one): on failure (out of memory)
+ * nothing is left, cd is freed, and it raises. */
+static void secret_copy(lua_State *L, struct crypt_device *cd, const char *op, struct secret *s1,
+                        const unsigned char *b1, size_t l1, struct secret *s2, const unsigned char *b2, size_t l2)
 {
-	s->len = s->cap = len;
-	if (!(s->bytes = secure_alloc(&s->cap)))
-		raise_error(L, op, NULL, errno, "cannot map memory for a key");
-	memcpy(s->bytes, b, len);
+	struct secret *s[2] = {s1, s2};
+	const unsigned char *b[2] = {b1, b2};
+	size_t l[2] = {l1, l2};
+	int i, err;
+	for (i = 0; i < 2 && b[i]; i++) {
+		s[i]->len = s[i]->cap = l[i];
+		if (!(s[i]->bytes = secure_alloc(&s[i]->cap))) {
+			err = errno;
+			secret_drop(s1);
+			if (s2)
+				secret_drop(s2);
+			if (cd)
+				crypt_free(cd);
+			raise_error(L, op, NULL, err, "cannot map memory for a key");
+		}
+		memcpy(s[i]->bytes, b[i], l[i]);
+	}
 }
 
 static void secret_drop(struct secret *s)
@@ -206,11 +224,9 @@ static int l_format(lua_State *L)
 	if (luks1 && p2.pbkdf && (r = crypt_set_pbkdf_type(cd, p2.pbkdf)) < 0)
 		return cryptsetup_fail(L, cd, "luks.format", path, -r, "the key derivation (pbkdf) was refused");
 	j.cd = cd;
-	secret_copy(L, &j.pass, pass, plen, "luks.format");	/* (cd leaks if these raise: out of memory) */
-	if (vk)
-		secret_copy(L, &j.vk, vk, vlen, "luks.format");
+	secret_copy(L, cd, "luks.format", &j.pass, pass, plen, &j.vk, vk, vlen);
 	/* a raising callback: the worker has finished; the header it wrote stays */
-	status = progress_run(L, cb, "luks.format", "derive", pbkdf_name(p2.pbkdf, j.type), -1, format_work, &j);
+	status = progress_run(L, cb, "luks.format", "derive", pbkdf_name(p2.pbkdf, j.type), -1, 1, format_work, &j);
 	secret_drop(&j.pass);
 	secret_drop(&j.vk);
 	if (status != LUA_OK) {
@@ -269,8 +285,8 @@ static int l_open(lua_State *L)
 	cb = progress_of(L, 5);
 	cd = load(L, path, "luks.open");
 	j.cd = cd;
-	secret_copy(L, &j.k, k, len, "luks.open");
-	status = progress_run(L, cb, "luks.open", "derive", NULL, -1, open_work, &j);
+	secret_copy(L, cd, "luks.open", &j.k, k, len, NULL, NULL, 0);
+	status = progress_run(L, cb, "luks.open", "derive", NULL, -1, 1, open_work, &j);
 	secret_drop(&j.k);
 	if (status != LUA_OK) {
 		/* the callback raised: what the worker opened is closed again */
@@ -422,10 +438,8 @@ static int slot_run(lua_State *L, int cb, const char *op, struct slot_job *j, co
                     const unsigned char *old, size_t olen, const unsigned char *new, size_t nlen)
 {
 	int status;
-	secret_copy(L, &j->old, old, olen, op);
-	if (new)
-		secret_copy(L, &j->new, new, nlen, op);
-	status = progress_run(L, cb, op, "derive", what, -1, slot_work, j);
+	secret_copy(L, j->cd, op, &j->old, old, olen, &j->new, new, nlen);
+	status = progress_run(L, cb, op, "derive", what, -1, 1, slot_work, j);
 	secret_drop(&j->old);
 	secret_drop(&j->new);
 	return status;

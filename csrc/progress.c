@@ -81,6 +81,15 @@ struct job {
 	int done;
 };
 
+/* The operation whose work runs in a worker that holds libcryptsetup and
+ * libdevmapper (NULL otherwise): core.c refuses every call into them meanwhile. */
+static const char *busy_op;
+
+const char *progress_busy(void)
+{
+	return busy_op;
+}
+
 static void *worker(void *p)
 {
 	struct job *j = p;
@@ -128,7 +137,7 @@ static int start(pthread_t *t, struct job *j, void **mem, size_t *len)
 }
 
 int progress_run(lua_State *L, int cb, const char *op, const char *phase, const char *what, lua_Integer total,
-                 void (*fn)(void *), void *arg)
+                 int exclusive, void (*fn)(void *), void *arg)
 {
 	struct job j = {fn, arg, PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, 0};
 	pthread_condattr_t ca;
@@ -155,9 +164,13 @@ int progress_run(lua_State *L, int cb, const char *op, const char *phase, const 
 		fn(arg);
 		return progress_tick(L, cb, op, phase, what, ms_since(&t0), total, "ms", 1);
 	}
-	until = t0;
+	if (exclusive)
+		busy_op = op;
 	pthread_mutex_lock(&j.mu);
 	while (!j.done) {
+		/* the next tick 100 ms from now: a slow callback is not called
+		 * back to back to catch up */
+		clock_gettime(CLOCK_MONOTONIC, &until);
 		until.tv_nsec += TICK_MS * 1000000L;
 		if (until.tv_nsec >= 1000000000L) {
 			until.tv_sec++;
@@ -173,6 +186,8 @@ int progress_run(lua_State *L, int cb, const char *op, const char *phase, const 
 	}
 	pthread_mutex_unlock(&j.mu);
 	pthread_join(t, NULL);
+	if (exclusive)
+		busy_op = NULL;
 	pthread_cond_destroy(&j.cv);
 	mprotect(mem, page, PROT_READ | PROT_WRITE);
 	secure_free(mem, len);

@@ -146,6 +146,65 @@ describe("progress", function()
     assert.matches("\rx: y 0.0 s\27[K\r\27[K", tty, 1, true)
     assert.matches("boom", tty, 1, true)
   end)
+  -- a LUKS header on a plain file: libcryptsetup in the worker, no kernel needed
+  local function luks_file()
+    local path = support.tmpdir() .. "/luks.img"
+    support.file(path, "")
+    support.sh("truncate -s 16M " .. path)
+    return path
+  end
+
+  it("a callback cannot reach libcryptsetup or libdevmapper, even through devmapper.core, while a LUKS call works", function()
+    local core = require "devmapper.core"
+    local path = luks_file()
+    local seen, busy = {}, nil
+    dm.luks.format(path, {passphrase = dm.key.random(16), version = 1, pbkdf = {type = "pbkdf2", time = 0.2},
+                          progress = function(p)
+      if p.done > 0 and not p.finished and #seen == 0 then
+        busy = core.busy()
+        for _, f in ipairs {"luks_info", "luks_is", "dm_list", "ring_keys"} do
+          local ok, err = pcall(core[f], path)
+          seen[#seen + 1] = not ok and tostring(err) or f .. " ran"
+        end
+      end
+    end})
+    assert.equal("luks.format", busy)
+    assert.equal(4, #seen)
+    for _, s in ipairs(seen) do assert.matches("busy %(luks.format runs in another thread%)", s) end
+    assert.is_nil(core.busy())
+    assert.is_true(dm.luks.info(path).version == 1)
+  end)
+
+  it("a slow callback gets 100 ms between its ticks, not a burst to catch up", function()
+    local now, gaps, last = require("devmapper.core").monotonic, {}, nil
+    dm.luks.format(luks_file(), {passphrase = dm.key.random(16), version = 1, pbkdf = {type = "pbkdf2", time = 0.3},
+                                 progress = function(p)
+      if p.finished then return end
+      if last then gaps[#gaps + 1] = now() - last end
+      require("devmapper.core").sleep(0.25)
+      last = now()
+    end})
+    assert.is_true(#gaps >= 2, "ticks: " .. #gaps)
+    for i, g in ipairs(gaps) do assert.is_true(g >= 0.08, ("gap %d: %.3f s"):format(i, g)) end
+  end)
+
+  it("a callback that closes the Key being derived (debug.getlocal) takes nothing from under the worker", function()
+    local err, out = dmlua_stderr([[
+      local dm = require "devmapper"
+      local pass = dm.key.random(16)
+      local ok, e = pcall(dm.key.derive, pass, {iterations = 3000000, salt = "s", progress = function(p)
+        for level = 2, 4 do
+          for i = 1, 12 do
+            local _, v = debug.getlocal(level, i)
+            if v ~= pass and getmetatable(v) and tostring(v):find("Key") then v:close() end
+          end
+        end
+      end})
+      print(ok, e)
+    ]], false)
+    assert.matches("^false\t.*closed", out)
+    assert.equal("", err)
+  end)
 end)
 
 describe("progress #kernel", function()

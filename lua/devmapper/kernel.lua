@@ -18,8 +18,6 @@ local kernel = {
   --- Operations that reached the kernel, counted (specs use it to prove a no-op).
   count = {},
   out = io.stderr,
-  --- The operation whose work runs in a worker thread while a progress callback runs (nil otherwise).
-  busy = nil,
 }
 if TRACE and TRACE ~= "1" and TRACE ~= "" then
   -- appended: a child process with the module (a script run by the script)
@@ -315,10 +313,11 @@ end
 -- @tparam string op a core function name ("dm_create", "loop_attach", ...)
 -- @local
 function kernel.call(op, ...)
-  if kernel.busy then
+  local busy = core.busy and core.busy()
+  if busy then
     -- a progress callback while libcryptsetup works in a worker thread (devmapper.progress)
     core.error {op = op:gsub("^%a+_", ""), errno = 16,
-                message = ("the module is busy (%s runs in another thread): a progress callback must not call it"):format(kernel.busy)}
+                message = ("the module is busy (%s runs in another thread): a progress callback must not call it (Device or resource busy)"):format(busy)}
   end
   if kernel.fault and kernel.fault(op, ...) then
     core.error {op = op:gsub("^%a+_", ""), name = tostring((...)), errno = 5, message = "injected fault"}

@@ -14,7 +14,6 @@
 -- the caller after what the operation made is undone (see each operation).
 -- @module devmapper.progress
 local check = require "devmapper.check"
-local kernel = require "devmapper.kernel"
 
 local progress = {
   --- The default callback (dm.progress): nil, or a function.
@@ -37,20 +36,12 @@ end
 
 --- The callback for work that runs in a worker thread (libcryptsetup):
 -- while it runs the module refuses to be called (libdevmapper and
--- libcryptsetup are busy in the other thread).
+-- libcryptsetup are busy in the other thread); the C core keeps that state
+-- (core.busy()), so a signal's error in the callback cannot leave it set.
 -- @tparam string op
 -- @param opt the option's value
 -- @treturn function or nil
-function progress.worker(op, opt)
-  local cb = progress.of(op, opt)
-  if not cb then return nil end
-  return function(p)
-    kernel.busy = p.op
-    local ok, err = pcall(cb, p)
-    kernel.busy = nil
-    if not ok then error(err, 0) end
-  end
-end
+function progress.worker(op, opt) return progress.of(op, opt) end
 
 local function amount(n, unit)
   if unit == "ms" then return ("%.1f s"):format(n / 1000) end
