@@ -520,8 +520,9 @@ return target.define {
     local h = w[3] or ""
     for i = 1, #h do st.health[i] = HEALTH[h:sub(i, i)] or h:sub(i, i) end
     local cur, total = (w[4] or ""):match("^(%d+)/(%d+)$")
-    if cur then
-      cur, total = math.tointeger(tonumber(cur)), math.tointeger(tonumber(total))
+    -- (digits past an integer's range are no sync progress)
+    cur, total = math.tointeger(tonumber(cur or "")), math.tointeger(tonumber(total or ""))
+    if cur and total then
       st.sync = {current = cur, total = total, fraction = total > 0 and cur / total or 1}
     end
     st.journal = w[8] and (w[8] == "-" and "none" or HEALTH[w[8]] or w[8])
