@@ -133,13 +133,57 @@ for _, op in ipairs(OPS) do
         (calls.module[op] or 0) / K, (calls.floor[op] or 0) / K))
 end
 
+-- each crypt member its own key, as on a host full of encrypted volumes
+local keys = setmetatable({}, {__index = function(t, i) t[i] = dm.key.random(64) return t[i] end})
+local key = keys[0]
+
+---------------------------------------------------------------------------
+-- Keyring bookkeeping per device with n device rings in the user keyring
+-- (each with a key of its own, as n crypt devices have): a create's ring
+-- and key, a reload's listing of the ring, and a key linked and unlinked.
+-- Each should cost the same at any n.
+print("\nkeyring bookkeeping per device, with N device rings in @u")
+print(("%5s %14s %14s %14s"):format("N", "ring+key", "list ring", "link+unlink"))
+do
+  local made, first = 0, nil
+  local k = dm.key.random(64)
+  local function each(reps, f)
+    local t0 = core.monotonic()
+    for i = 1, reps do f(i) end
+    return (core.monotonic() - t0) / reps
+  end
+  for _, n in ipairs(SCALE) do
+    while made < n do
+      made = made + 1
+      core.ring_add("devmapper:dev:bkr" .. made, "devmapper:bkrkey" .. made, keys[made], true)
+      core.ring_release()
+    end
+    local r = {
+      each(100, function(i)
+        core.ring_add("devmapper:dev:bkx" .. i, "devmapper:bkx", k, true)
+        core.ring_release()
+        core.ring_drop("devmapper:dev:bkx" .. i)
+      end),
+      each(100, function(i) core.ring_keys("devmapper:dev:bkr" .. (i % n + 1)) end),
+      each(100, function(i)
+        local ring = "devmapper:dev:bkr" .. (i % n + 1)
+        core.ring_add(ring, "devmapper:bkx", k)
+        core.ring_release()
+        core.ring_unlink(ring, "devmapper:bkx")
+      end),
+    }
+    first = first or r
+    local function us(x) return ("%11.1f us"):format(x * 1e6) end
+    print(("%5d %s %s %s   (%.2fx %.2fx %.2fx the cost at N = %d)"):format(n, us(r[1]), us(r[2]), us(r[3]),
+          r[1] / first[1], r[2] / first[2], r[3] / first[3], SCALE[1]))
+  end
+  for i = 1, made do core.ring_drop("devmapper:dev:bkr" .. i) end
+end
+
 ---------------------------------------------------------------------------
 -- Stacks of n members (8-sector slices of the loop, linear or crypt): apply,
 -- re-apply (nothing to do), teardown, and dm.cleanup of an applied stack,
 -- per member, against the floor's creates, info + table reads and removes.
--- each crypt member its own key, as on a host full of encrypted volumes
-local keys = setmetatable({}, {__index = function(t, i) t[i] = dm.key.random(64) return t[i] end})
-local key = keys[0]
 local function stack_of(n, crypt)
   local def = {prefix = "bst"}
   for i = 1, n do

@@ -197,6 +197,25 @@ static int l_ring_release(lua_State *L)
 	return 0;
 }
 
+/*
+ * Calls given a key's serial (describe, unlink) first search the caller's
+ * keyrings for it, to know whether the caller possesses it: through @u,
+ * into every device ring. With the device's ring linked in the thread
+ * keyring for the while, that search finds the key at once.
+ */
+static int ring_near(long ring)
+{
+	return syscall(SYS_keyctl, KEYCTL_LINK, ring, KEY_SPEC_THREAD_KEYRING) == 0;
+}
+
+static void ring_far(long ring, int near)
+{
+	int err = errno;
+	if (near)
+		syscall(SYS_keyctl, KEYCTL_UNLINK, ring, KEY_SPEC_THREAD_KEYRING);
+	errno = err;
+}
+
 /* A failed add or link leaves no ring it made (this unlink needs no
  * permission on the ring itself, only on @u). Raises with err. */
 static int ring_failed(lua_State *L, long id, int made, const char *op, const char *ring, int err,
@@ -324,7 +343,8 @@ static int l_ring_unlink(lua_State *L)
 {
 	const char *ring = name_arg(L, 1, "ring.unlink", "keyring name");
 	const char *desc = name_arg(L, 2, "ring.unlink", "key description");
-	long key, id = find_ring(ring);
+	long key, r, id = find_ring(ring);
+	int near;
 	if (id < 0)
 		return raise_error(L, "ring.unlink", ring, errno, "cannot search the user keyring for the keyring");
 	if (id == 0)
@@ -334,7 +354,10 @@ static int l_ring_unlink(lua_State *L)
 		return lua_pushboolean(L, 0), 1;
 	if (key < 0)
 		return raise_error(L, "ring.unlink", ring, errno, "cannot search the keyring for the key '%s'", desc);
-	if (syscall(SYS_keyctl, KEYCTL_UNLINK, key, id) < 0) {
+	near = ring_near(id);
+	r = syscall(SYS_keyctl, KEYCTL_UNLINK, key, id);
+	ring_far(id, near);
+	if (r < 0) {
 		if (errno == ENOENT)
 			return lua_pushboolean(L, 0), 1;
 		return raise_error(L, "ring.unlink", ring, errno, "cannot unlink the key '%s' from the keyring", desc);
@@ -353,7 +376,9 @@ static int l_ring_keys(lua_State *L)
 		return raise_error(L, "ring.keys", ring, errno, "cannot search the user keyring for the keyring");
 	if (id == 0)
 		return lua_pushnil(L), 1;
-	if (push_members(L, id, "logon", "") < 0) {
+	int near = ring_near(id), r = push_members(L, id, "logon", "");
+	ring_far(id, near);
+	if (r < 0) {
 		if (gone(errno))
 			return lua_pushnil(L), 1;
 		return raise_error(L, "ring.keys", ring, errno, "cannot read the keyring");

@@ -81,6 +81,14 @@ describe("rings #keyring", function()
     core.ring_release()
     assert.equal(0, thread_held())
     assert.truthy(serial("logon", desc), "the ring still holds it")
+    -- listing and unlinking link the ring in the thread keyring only for the call
+    assert.same({desc}, core.ring_keys(r))
+    assert.is_true(core.ring_unlink(r, desc))
+    assert.same({}, core.ring_keys(r))
+    assert.equal(0, thread_held())
+    for line in io.lines("/proc/keys") do
+      assert.is_nil(line:match(" keyring%s+_tid: [1-9]"), "a thread keyring still links something: " .. line)
+    end
   end)
 
   it("links a key reachable from @u into a second ring; dropping one ring leaves the other's key", function()
