@@ -68,6 +68,7 @@ struct key {
 	size_t size;		/* bytes of key */
 	size_t cap;		/* bytes mapped (whole pages) */
 	char origin[80];	/* "random", "pbkdf2-sha256", ...: never key bytes */
+	char fingerprint[33];	/* its keyring name's hex, once made ("" until then, or after the bytes change) */
 };
 
 void secure_wipe(void *p, size_t n);

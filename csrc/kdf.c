@@ -162,8 +162,10 @@ static void derive(lua_State *L, struct key *k, struct derive *d, const unsigned
 	memcpy(d->pass, pass, d->plen);
 	d->out = d->pass + d->plen;
 	status = progress_run(L, cb, "key.derive", "derive", k->origin, total, 0, derive_work, d);
-	if (status == LUA_OK && d->ok && k->bytes && k->cap >= d->size)
+	if (status == LUA_OK && d->ok && k->bytes && k->cap >= d->size) {
 		memcpy(k->bytes, d->out, d->size);
+		k->fingerprint[0] = '\0';	/* (a callback may have asked for it before) */
+	}
 	secure_free(d->pass, d->pcap);
 	if (status != LUA_OK) {
 		key_release(k);

@@ -89,14 +89,16 @@ static int l_fingerprint(lua_State *L)
 	struct key *k = key_check(L, 1, "key.fingerprint");
 	unsigned char mac[EVP_MAX_MD_SIZE];
 	unsigned int len = 0;
-	char hex[33];
 	int i;
-	if (!HMAC(EVP_sha256(), k->bytes, (int)k->size, (const unsigned char *)label, sizeof(label) - 1, mac, &len))
-		return raise_error(L, "key.fingerprint", NULL, 0, "HMAC failed: %s", openssl_reason());
-	for (i = 0; i < 16; i++)
-		sprintf(hex + 2 * i, "%02x", mac[i]);
-	OPENSSL_cleanse(mac, sizeof(mac));
-	lua_pushstring(L, hex);
+	/* made once per key: tables name it every time a stack is compared or applied */
+	if (!k->fingerprint[0]) {
+		if (!HMAC(EVP_sha256(), k->bytes, (int)k->size, (const unsigned char *)label, sizeof(label) - 1, mac, &len))
+			return raise_error(L, "key.fingerprint", NULL, 0, "HMAC failed: %s", openssl_reason());
+		for (i = 0; i < 16; i++)
+			sprintf(k->fingerprint + 2 * i, "%02x", mac[i]);
+		OPENSSL_cleanse(mac, sizeof(mac));
+	}
+	lua_pushstring(L, k->fingerprint);
 	return 1;
 }
 

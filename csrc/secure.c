@@ -106,6 +106,7 @@ struct key *key_push(lua_State *L, const char *origin)
 	struct key *k = lua_newuserdatauv(L, sizeof(*k), 0);
 	k->bytes = NULL;
 	k->size = k->cap = 0;
+	k->fingerprint[0] = '\0';
 	snprintf(k->origin, sizeof(k->origin), "%s", origin);
 	luaL_setmetatable(L, KEY_TYPE);
 	return k;
@@ -115,6 +116,7 @@ int key_grow(struct key *k, size_t need)
 {
 	size_t cap = need ? need : 1;
 	unsigned char *p;
+	k->fingerprint[0] = '\0';	/* its bytes are about to change */
 	if (k->bytes && cap <= k->cap)
 		return 0;
 	if (!(p = secure_alloc(&cap)))

@@ -205,6 +205,27 @@ describe("progress", function()
     assert.matches("^false\t.*closed", out)
     assert.equal("", err)
   end)
+
+  it("a fingerprint asked of the Key being derived is not kept for the bytes it gets after", function()
+    local err, out = dmlua_stderr([[
+      local dm = require "devmapper"
+      local core = require "devmapper.core"
+      local pass = dm.key.random(16)
+      local early
+      local k = dm.key.derive(pass, {iterations = 3000000, salt = "s", progress = function(p)
+        for level = 2, 4 do
+          for i = 1, 12 do
+            local _, v = debug.getlocal(level, i)
+            if v ~= pass and getmetatable(v) and tostring(v):find("Key") then early = early or core.key_fingerprint(v) end
+          end
+        end
+      end})
+      local same = dm.key.from_hex(k:hex())
+      print(early ~= nil, core.key_fingerprint(k) == core.key_fingerprint(same), early ~= core.key_fingerprint(k))
+    ]], false)
+    assert.equal("true\ttrue\ttrue\n", out)
+    assert.equal("", err)
+  end)
 end)
 
 describe("progress #kernel", function()
