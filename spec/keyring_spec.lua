@@ -259,6 +259,20 @@ describe("rings and dm-crypt #kernel", function()
       assert.is_nil(core.ring_keys("devmapper:dev:heldcrypt2"))
     end
     assert.is_nil(dm.kernel.call("dm_info", "heldcrypt2"), "no device is left")
+    -- and when the removal after a failed load fails too, it says what is left
+    local warned = {}
+    local was = dm.kernel.warn
+    dm.kernel.warn = function(m) warned[#warned + 1] = m end
+    dm.kernel.fault = function(o) return o == "dm_load" or o == "dm_remove" end
+    local ok, err = pcall(dm.create, "heldcrypt3", dm.crypt {l, key = dm.key.random(32), length = 8})
+    dm.kernel.fault, dm.kernel.warn = nil, was
+    assert.is_false(ok)
+    assert.equal("load", err.op)
+    assert.equal(1, #warned)
+    assert.matches("heldcrypt3 is left without a table: removing it failed too", warned[1], 1, true)
+    assert.is_false(dm.kernel.call("dm_info", "heldcrypt3").live_table)
+    assert.is_nil(core.ring_keys("devmapper:dev:heldcrypt3"), "its keys were taken back all the same")
+    dm.device("heldcrypt3"):remove()
   end)
 
   it("a crypt create takes the name first: a live device's ring is never touched, a stale ring is replaced", function()

@@ -77,7 +77,10 @@ local function create_keyed(name, targets, o)
   end)
   if not ok then
     if undo then undo() end
-    pcall(kernel.call, "dm_remove", name)
+    local removed, rerr = pcall(kernel.call, "dm_remove", name)
+    if not removed then
+      kernel.warn(("%s is left without a table: removing it failed too (%s)"):format(name, tostring(rerr)))
+    end
     error(err, 0)
   end
 end
