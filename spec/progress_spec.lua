@@ -340,12 +340,18 @@ describe("progress #kernel", function()
     os.execute("sync")
   end
 
-  it("snapshot commit ticks with the sectors merged of those to merge", function()
+  -- An overlay of a linear base whose view has 8 MiB written with tag, to merge.
+  local function overlay_with(tag)
     local l1, l3 = support.loops(2, "16MiB")
     local base = support.device("spec-base", dm.linear(l1))
     local ov = dm.snapshot.overlay(base, {cow = l3})
     support.defer(function() pcall(ov.discard, ov) end)
-    scatter(ov.view.path, "m", 8 * 1024 * 1024)
+    scatter(ov.view.path, tag, 8 * 1024 * 1024)
+    return base, ov
+  end
+
+  it("snapshot commit ticks with the sectors merged of those to merge", function()
+    local base, ov = overlay_with("m")
     local ticks, cb = recorder()
     ov:commit {progress = cb}
     assert.same({"merge"}, phases(ticks))
@@ -361,11 +367,7 @@ describe("progress #kernel", function()
   end)
 
   it("a raising callback stops the commit's wait; the merge goes on and commit finishes it", function()
-    local l1, l3 = support.loops(2, "16MiB")
-    local base = support.device("spec-base", dm.linear(l1))
-    local ov = dm.snapshot.overlay(base, {cow = l3})
-    support.defer(function() pcall(ov.discard, ov) end)
-    scatter(ov.view.path, "n", 8 * 1024 * 1024)
+    local base, ov = overlay_with("n")
     local stop = {why = "stop"}
     local ok, err = pcall(ov.commit, ov, {progress = function() error(stop) end})
     assert.is_false(ok)
